@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Indexing throughput as a fraction of this machine's bf16 matmul ceiling (issue #3).
+
+    python bench/bench_index.py                 # 300 photo-like JPEGs (400-640 px)
+    python bench/bench_index.py --n 60 --big    # 12-megapixel JPEGs
+
+Ceiling = measured bf16 matmul FLOP/s / 8.2 GFLOP per ResNet50 image, measured in the same
+run before and after. Reports `images_per_second` (embedding time) and the whole
+`lookalike index` process (start-up included), each as a ratio to the ceiling.
+Random weights (hub downloads fail here): same cost as the real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+from _common import RESNET50_GFLOP, corpus, lookalike_cmd, matmul_ceiling, random_weights, timed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--big", action="store_true")
+    ap.add_argument("--extra", default="", help="extra flags for lookalike index")
+    args = ap.parse_args()
+    folder = corpus(args.n, args.big)
+    weights = random_weights("resnet50")
+    before = matmul_ceiling("bf16")
+    tmp = tempfile.mkdtemp()
+    try:
+        db = os.path.join(tmp, "bench.db")
+        cmd = [
+            *lookalike_cmd(),
+            "index",
+            str(folder),
+            "--db",
+            db,
+            "--model",
+            "resnet50",
+            "--weights",
+            str(weights),
+            "--json",
+            *args.extra.split(),
+        ]
+        wall, p = timed(cmd)
+        report = json.loads(p.stdout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    after = matmul_ceiling("bf16")
+    ceiling_flops = max(before, after)
+    ceiling_ips = ceiling_flops / (RESNET50_GFLOP * 1e9)
+    n = report["added"]
+    out = {
+        "corpus": str(folder),
+        "images": n,
+        "failed": len(report["failed"]),
+        "bf16_matmul_gflops": [round(before / 1e9), round(after / 1e9)],
+        "ceiling_images_per_second": round(ceiling_ips, 1),
+        "images_per_second": report["images_per_second"],
+        "ratio_embedding_to_ceiling": round(report["images_per_second"] / ceiling_ips, 3),
+        "process_seconds": round(wall, 2),
+        "process_images_per_second": round(n / wall, 2),
+        "ratio_process_to_ceiling": round(n / wall / ceiling_ips, 3),
+        "command": " ".join(cmd),
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,598 @@
+"""Decode many files in worker processes: each failure is one result, never a stuck run.
+
+Design, and why:
+
+- Workers are fresh interpreters (``python -c``, the equivalent of multiprocessing's
+  *spawn*), never ``fork`` copies of a parent that holds torch threads, and they do not
+  re-import the parent's ``__main__`` (which, for the CLI, would import the model code).
+  They import only :mod:`lookalike.decode.image` (numpy + Pillow) and start in ~0.2 s.
+- Each worker has its own socket pair and a short queue of tasks (at most
+  :data:`_PREFETCH`); results come back in that worker's order, so when a worker dies the
+  parent knows exactly which task it held (the head of its queue): that task gets one
+  ``"decoder-crashed"`` or ``"decode-timeout"`` result, the rest are re-queued, a new worker
+  starts and the run goes on.
+- Time limit: the worker arms a kernel timer (``setitimer``) around each decode whose
+  ``SIGALRM`` kills it even inside C code; the parent also kills a worker whose task is
+  clearly overdue (in case the signal was blocked).
+- Memory limit: ``RLIMIT_AS`` in the worker; Pillow's ``MemoryError`` becomes
+  ``"too-large"``, and a kill by the kernel's OOM killer is a crash like any other.
+- Bounded: tasks are pulled lazily from the input iterable and at most ``max_in_flight``
+  are dispatched but not yet yielded, so a million tasks use the memory of a few.
+- Pixels travel pickled over the socket (150 KB for 224x224x3): a fraction of the decode
+  time, so shared memory would not pay for its complexity.
+
+POSIX only (Linux, macOS). ``workers=0`` decodes in the calling process (no time or memory
+limit), for tests and debugging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection, wait
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .image import DecodeFailure, DecodeLimits, check_preprocess, decode_path
+
+if TYPE_CHECKING:
+    from ..setup import Preprocess
+
+_PREFETCH = 2
+"""Tasks queued per worker: one decoding, one waiting, so a worker never idles on the parent."""
+
+_STARTUP_TIMEOUT_S = 60.0
+_MAX_STARTUP_FAILURES = 3
+_HEAVY_MODULES = ("torch", "torchvision", "timm")
+
+# Run by each worker interpreter. The parent's sys.path arrives first, so lookalike (and a
+# test's decode_fn module) import exactly as in the parent.
+_BOOT = (
+    "import sys\n"
+    "from multiprocessing.connection import Connection\n"
+    "conn = Connection(int(sys.argv[1]))\n"
+    "sys.path[:] = conn.recv()\n"
+    "from lookalike.decode.pool import _worker_main\n"
+    "_worker_main(conn)\n"
+)
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """One file to decode.
+
+    Attributes:
+        key: the caller's token, echoed in the result.
+        path: ``os.fsencode``-d path (file names need not be valid UTF-8).
+        size: ``st_size`` from the scan; a different size at read time is ``"changed"``.
+        mtime_ns: ``st_mtime_ns`` from the scan.
+        known_hashes: content hashes that already have a vector: a file whose hash is one of
+            them is not decoded and comes back with ``reused=True``.
+    """
+
+    key: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    known_hashes: frozenset[str] = frozenset()
+
+
+@dataclass
+class DecodeResult:
+    """The outcome of one :class:`DecodeTask`: pixels, a reused hash, or a failure.
+
+    Attributes:
+        key: the task's key.
+        path: the task's path.
+        pixels: ``(H, W, 3)`` uint8 model input on success, else ``None``.
+        hash: the file's :func:`~lookalike.decode.content_hash` (``None`` on failure).
+        reused: the hash was in ``known_hashes``; ``pixels`` is ``None``.
+        reason: a code from :data:`~lookalike.decode.REASONS` on failure, else ``None``.
+        detail: a human sentence about the failure.
+    """
+
+    key: int
+    path: bytes
+    pixels: np.ndarray | None
+    hash: str | None
+    reused: bool = False
+    reason: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the file decoded or was reused."""
+        return self.reason is None
+
+
+DecodeFn = Callable[..., "tuple[np.ndarray | None, str]"]
+
+
+def _resolve(spec: str | None) -> DecodeFn:
+    if spec is None:
+        return decode_path
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _decode_one(
+    fn: DecodeFn,
+    pre: Preprocess,
+    limits: DecodeLimits,
+    draft: bool,
+    task: tuple[int, bytes, int, int, frozenset[str]],
+) -> tuple[int, np.ndarray | None, str | None, bool, str | None, str]:
+    """Run one task; every outcome becomes ``(key, pixels, hash, reused, reason, detail)``."""
+    key, path, size, mtime_ns, known = task
+    try:
+        pixels, digest = fn(
+            path,
+            pre,
+            limits,
+            expect_size=size,
+            expect_mtime_ns=mtime_ns,
+            known_hashes=known,
+            draft=draft,
+        )
+    except DecodeFailure as e:
+        return key, None, None, False, e.reason, e.detail
+    except MemoryError:
+        return key, None, None, False, "too-large", "out of memory while decoding"
+    except Exception as e:
+        return key, None, None, False, "decode-error", f"{type(e).__name__}: {e}"
+    if pixels is None:
+        if digest in known:
+            return key, None, digest, True, None, ""
+        return key, None, None, False, "decode-error", "the decoder returned no pixels"
+    want = (*pre.size, 3)
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.shape != want:
+        got = getattr(pixels, "shape", None), getattr(pixels, "dtype", type(pixels).__name__)
+        return key, None, None, False, "decode-error", f"decoder gave {got}, expected {want} uint8"
+    return key, np.ascontiguousarray(pixels), digest, False, None, ""
+
+
+def _as_tuple(t: DecodeTask) -> tuple[int, bytes, int, int, frozenset[str]]:
+    return t.key, bytes(t.path), t.size, t.mtime_ns, frozenset(t.known_hashes)
+
+
+def _result(task: DecodeTask, out: tuple) -> DecodeResult:
+    _, pixels, digest, reused, reason, detail = out
+    return DecodeResult(task.key, task.path, pixels, digest, reused, reason, detail)
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _set_memory_limit(limit: int) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    with contextlib.suppress(ValueError, OSError):  # not enforceable everywhere (macOS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _worker_main(conn: Connection) -> None:
+    """Body of a worker process: decode tasks from ``conn`` until ``None`` or EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the per-task timer kills the process
+    try:
+        from ..setup import Preprocess
+
+        init = conn.recv()
+        pre = Preprocess(**init["pre"])
+        limits = DecodeLimits(
+            init["max_pixels"], init["max_file_bytes"], frozenset(init["allowed_formats"])
+        )
+        fn = _resolve(init["decode_fn"])
+        if init["memory_limit_bytes"]:
+            _set_memory_limit(init["memory_limit_bytes"])
+    except Exception as e:
+        with contextlib.suppress(OSError):
+            conn.send(("fatal", f"{type(e).__name__}: {e}"))
+        return
+    timeout, draft = init["timeout_s"], init["draft"]
+    conn.send(("ready", os.getpid(), [m for m in _HEAVY_MODULES if m in sys.modules]))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            out = _decode_one(fn, pre, limits, draft, task)
+        finally:
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            conn.send(out)
+        except OSError:  # the parent is gone
+            return
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+class _Worker:
+    """The parent's handle on one worker process and the tasks it holds, in order."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection, stderr: IO[bytes]):
+        self.proc = proc
+        self.conn = conn
+        self.stderr = stderr
+        self.assigned: deque[DecodeTask] = deque()
+        self.ready = False
+        self.started = time.monotonic()
+        self.head_since = self.started
+        self.timed_out = False
+        self.fatal = ""
+
+    def stderr_tail(self) -> str:
+        """The most telling line the worker wrote to stderr, or ''."""
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            end = self.stderr.tell()
+            self.stderr.seek(max(0, end - 4000))
+            text = self.stderr.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
+        line = fatal[-1] if fatal else (lines[-1] if lines else "")
+        return line[:200]
+
+    def reap(self) -> int:
+        """Wait for the (dying) process and return its exit status."""
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def dispose(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=5)
+        self.conn.close()
+        self.stderr.close()
+
+
+def _default_workers() -> int:
+    # Decoding and resizing are CPU-bound and the embedding model mostly waits on the GPU
+    # (or runs in torch's own threads), so one worker per usable core keeps the model fed.
+    # sched_getaffinity honours taskset/cgroup cpusets where os.cpu_count() does not.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class DecodePool:
+    """Decode :class:`DecodeTask` s in worker processes with per-file time and memory limits.
+
+    Every task yields exactly one :class:`DecodeResult`; a worker that crashes, is killed
+    for memory or exceeds ``timeout_s`` costs only the file it was decoding.
+
+    Args:
+        pre: the model's preprocessing (pixels come back at ``pre.size``).
+        limits: pixel, file-size and format limits.
+        workers: worker processes; ``None``: one per usable CPU core; ``0``: decode in the
+            calling process (no time or memory limit; for tests and debugging).
+        timeout_s: wall-clock seconds one file may take (read + decode + resize); ``None``:
+            no limit.
+        memory_limit_bytes: address-space limit of each worker (``RLIMIT_AS``); ``None``:
+            none.
+        decode_fn: ``"module:function"`` used instead of
+            :func:`~lookalike.decode.decode_path` (same arguments and keywords); the
+            module is imported in each worker with the parent's ``sys.path``. For tests.
+        draft: decode JPEGs at reduced DCT scale (never below what ``pre`` needs).
+
+    Raises:
+        ConfigError: a bad option value; from :meth:`map`, workers that cannot start.
+
+    Example:
+        >>> tasks = [DecodeTask(i, p, st.st_size, st.st_mtime_ns) for i, (p, st) in ...]
+        >>> with DecodePool(Preprocess()) as pool:  # doctest: +SKIP
+        ...     for res in pool.map(tasks):
+        ...         if res.reason:
+        ...             print(res.path, res.reason, res.detail)
+    """
+
+    def __init__(
+        self,
+        pre: Preprocess,
+        limits: DecodeLimits = DecodeLimits(),  # noqa: B008  (frozen: safe as a default)
+        workers: int | None = None,
+        timeout_s: float | None = 60.0,
+        memory_limit_bytes: int | None = 4 << 30,
+        decode_fn: str | None = None,
+        *,
+        draft: bool = True,
+    ) -> None:
+        check_preprocess(pre)
+        if workers is None:
+            workers = _default_workers()
+        if workers < 0:
+            raise ConfigError("workers must be 0 or more")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ConfigError("the decode timeout must be positive")
+        if memory_limit_bytes is not None and memory_limit_bytes < 1:
+            raise ConfigError("the memory limit must be positive")
+        if decode_fn is not None and ":" not in decode_fn:
+            raise ConfigError(f"decode_fn must be 'module:function', got {decode_fn!r}")
+        self.pre = pre
+        self.limits = limits
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.memory_limit_bytes = memory_limit_bytes
+        self.decode_fn = decode_fn
+        self.draft = draft
+        self.heavy_modules_in_workers: set[str] = set()
+        """Modules of :data:`_HEAVY_MODULES` found loaded in a worker: should stay empty."""
+        self.restarts = 0
+        """Workers replaced after a crash or timeout."""
+        self._pool: list[_Worker] = []
+        self._closed = False
+        self._mapping = False
+        self._startup_failures = 0
+
+    # -- context manager
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers (politely, then by force after a second). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        pool, self._pool = self._pool, []
+        for w in pool:
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+        deadline = time.monotonic() + 1.0
+        for w in pool:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            w.dispose()
+
+    # -- mapping
+
+    def map(
+        self, tasks: Iterable[DecodeTask], max_in_flight: int | None = None
+    ) -> Iterator[DecodeResult]:
+        """Decode ``tasks``, yielding one result per task as each completes (any order).
+
+        Args:
+            tasks: read lazily, so it may be a generator over millions of files.
+            max_in_flight: most tasks dispatched but not yet yielded; ``None``: two per
+                worker.
+
+        Returns:
+            An iterator of :class:`DecodeResult`, one per task. One map at a time.
+
+        Raises:
+            ConfigError: (while iterating) worker processes cannot start at all.
+        """
+        if self._closed:
+            raise RuntimeError("the decode pool is closed")
+        if self._mapping:
+            raise RuntimeError("the decode pool is already mapping")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ConfigError("max_in_flight must be at least 1")
+        if self.workers == 0:
+            return self._map_inline(tasks)
+        return self._map_workers(tasks, max_in_flight or 2 * self.workers)
+
+    def _map_inline(self, tasks: Iterable[DecodeTask]) -> Iterator[DecodeResult]:
+        fn = _resolve(self.decode_fn)
+        for task in tasks:
+            yield _result(task, _decode_one(fn, self.pre, self.limits, self.draft, _as_tuple(task)))
+
+    def _map_workers(self, tasks: Iterable[DecodeTask], limit: int) -> Iterator[DecodeResult]:
+        self._mapping = True
+        source = iter(tasks)
+        requeued: deque[DecodeTask] = deque()
+        exhausted = False
+        per_worker = max(1, min(_PREFETCH, -(-limit // self.workers)))
+        try:
+            while len(self._pool) < self.workers:
+                self._pool.append(self._spawn())
+            while not self._closed:
+                in_flight = sum(len(w.assigned) for w in self._pool)
+                for w in self._pool:
+                    while len(w.assigned) < per_worker and in_flight < limit:
+                        if requeued:
+                            task = requeued.popleft()
+                        elif exhausted:
+                            break
+                        else:
+                            try:
+                                task = next(source)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                        self._dispatch(w, task)
+                        in_flight += 1
+                if in_flight == 0 and exhausted and not requeued:
+                    return
+                yield from self._step(requeued)
+        finally:
+            self._mapping = False
+            if not self._closed:
+                # Stopped early: workers still hold tasks whose results nobody will read.
+                for w in [w for w in self._pool if w.assigned]:
+                    self._pool.remove(w)
+                    w.dispose()
+
+    def _dispatch(self, w: _Worker, task: DecodeTask) -> None:
+        if not w.assigned:
+            w.head_since = time.monotonic()
+        w.assigned.append(task)
+        # A dead worker's socket fails here; its death is handled when it reads as EOF.
+        with contextlib.suppress(OSError):
+            w.conn.send(_as_tuple(task))
+
+    def _step(self, requeued: deque[DecodeTask]) -> list[DecodeResult]:
+        """Wait for worker messages or a deadline; return the results that arrived."""
+        watched = [w for w in self._pool if w.assigned or not w.ready]
+        if not watched:
+            return []
+        now = time.monotonic()
+        deadlines = [self._deadline(w) for w in watched]
+        soonest = min((d for d in deadlines if d is not None), default=None)
+        timeout = None if soonest is None else max(0.0, soonest - now) + 0.01
+        try:
+            ready = wait([w.conn for w in watched], timeout)
+        except (OSError, ValueError):
+            if self._closed:  # closed from another thread while waiting
+                return []
+            raise
+        results: list[DecodeResult] = []
+        by_conn = {id(w.conn): w for w in watched}
+        for conn in ready:
+            results += self._receive(by_conn[id(conn)], requeued)
+        now = time.monotonic()
+        for w, deadline in zip(watched, deadlines, strict=True):
+            if id(w.conn) in {id(c) for c in ready} or deadline is None or now < deadline:
+                continue
+            if w in self._pool:  # overdue: stop it; its death is reported as a timeout
+                w.timed_out = w.ready
+                w.proc.kill()
+                results += self._receive(w, requeued)
+        return results
+
+    def _deadline(self, w: _Worker) -> float | None:
+        if not w.ready:
+            return w.started + max(_STARTUP_TIMEOUT_S, self.timeout_s or 0.0)
+        if self.timeout_s is None or not w.assigned:
+            return None
+        # The worker's own timer fires at timeout_s; this is the backstop.
+        return w.head_since + self.timeout_s * 1.25 + 1.0
+
+    def _receive(self, w: _Worker, requeued: deque[DecodeTask]) -> list[DecodeResult]:
+        """Read every complete message from ``w``; on EOF, handle its death."""
+        results: list[DecodeResult] = []
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "ready":
+                    w.ready = True
+                    w.head_since = time.monotonic()
+                    self._startup_failures = 0
+                    self.heavy_modules_in_workers.update(msg[2])
+                elif msg[0] == "fatal":
+                    w.fatal = msg[1]
+                else:
+                    task = w.assigned.popleft()
+                    if msg[0] != task.key:
+                        raise RuntimeError(f"decode worker answered {msg[0]!r} for {task.key!r}")
+                    w.head_since = time.monotonic()
+                    results.append(_result(task, msg))
+        except (EOFError, OSError):
+            death = self._on_death(w, requeued)
+            if death is not None:
+                results.append(death)
+        return results
+
+    def _on_death(self, w: _Worker, requeued: deque[DecodeTask]) -> DecodeResult | None:
+        if self._closed or w not in self._pool:  # close() (maybe from another thread) reaps
+            return None
+        rc = w.reap()
+        tail = w.fatal or w.stderr_tail()
+        self._pool.remove(w)
+        w.dispose()
+        head = None
+        if w.ready and w.assigned:
+            head = w.assigned.popleft()
+        requeued.extendleft(reversed(w.assigned))
+        w.assigned.clear()
+        if not w.ready:
+            self._startup_failures += 1
+            if self._startup_failures >= _MAX_STARTUP_FAILURES:
+                raise ConfigError(
+                    "decode worker processes cannot start"
+                    + (f" ({tail})" if tail else f" (exit status {rc})")
+                    + "; try workers=0 (--workers 0) or a larger memory limit"
+                )
+        self._pool.append(self._spawn())
+        self.restarts += 1
+        if head is None:
+            return None
+        if w.timed_out or rc == -signal.SIGALRM:
+            reason = "decode-timeout"
+            detail = f"decoding took longer than {self.timeout_s:g} s; the worker was stopped"
+        else:
+            reason = "decoder-crashed"
+            if rc < 0:
+                name = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
+                detail = f"the decoder process was killed by {name}"
+                if rc == -signal.SIGKILL:
+                    detail += " (perhaps out of memory)"
+            else:
+                detail = f"the decoder process exited with status {rc}"
+            if tail:
+                detail += f": {tail}"
+        return DecodeResult(head.key, head.path, None, None, False, reason, detail)
+
+    def _spawn(self) -> _Worker:
+        parent_sock, child_sock = socket.socketpair()
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by _Worker.dispose)
+        env = dict(os.environ)
+        # Workers need no BLAS or OpenMP threads (each reserves address space under RLIMIT_AS).
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-c", _BOOT, str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches the parent only; it stops workers
+            )
+        except BaseException:
+            parent_sock.close()
+            stderr.close()
+            raise
+        finally:
+            child_sock.close()
+        conn = Connection(parent_sock.detach())
+        init: dict[str, Any] = {
+            "pre": asdict(self.pre),
+            "max_pixels": self.limits.max_pixels,
+            "max_file_bytes": self.limits.max_file_bytes,
+            "allowed_formats": sorted(self.limits.allowed_formats),
+            "decode_fn": self.decode_fn,
+            "memory_limit_bytes": self.memory_limit_bytes,
+            "timeout_s": self.timeout_s,
+            "draft": self.draft,
+        }
+        with contextlib.suppress(OSError):
+            conn.send(list(sys.path))
+            conn.send(init)
+        return _Worker(proc, conn, stderr)

@@ -1,0 +1,505 @@
+"""The engine: :class:`Index` owns indexing and search; every adapter only calls it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .decode import DecodeFailure, DecodeLimits
+from .errors import ConfigError, QueryError, SetupMismatchError
+from .pipeline import Progress, run_update
+from .setup import DEFAULT_MODEL, EmbedderOptions, Setup
+from .store import SQLiteStore, Store, WriteBatch, WriteResult
+from .types import FailedFile, Hit, IndexReport
+
+
+def default_db_path() -> Path:
+    """``$LOOKALIKE_DB``, else ``index.db`` in the user's data directory (platformdirs)."""
+    env = os.environ.get("LOOKALIKE_DB")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("lookalike")) / "index.db"
+
+
+def _as_path_bytes(path: str | os.PathLike[str] | bytes) -> bytes:
+    return os.path.abspath(os.path.expanduser(os.fsencode(path)))
+
+
+class Index:
+    """A persistent, incremental image-similarity index.
+
+    Open one with :meth:`Index.open`. The model loads lazily, only when an image must be
+    embedded: opening, :meth:`add_embeddings` and :meth:`search_vector` never need it.
+
+    Example:
+        >>> from lookalike import Index
+        >>> with Index.open("photos.db") as idx:  # doctest: +SKIP
+        ...     report = idx.update("~/Pictures")
+        ...     for hit in idx.search("query.jpg", k=10):
+        ...         print(hit.rank, f"{hit.score:.3f}", hit.path)
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        options: EmbedderOptions,
+        *,
+        cache_dir: Path | None,
+        decode_limits: DecodeLimits | None = None,
+        workers: int | None = None,
+        ann: str = "auto",
+        ann_threshold: int = 100_000,
+        embedder: Any = None,
+    ) -> None:
+        self._store = store
+        self._options = options
+        self._cache_dir = cache_dir
+        self._decode_limits = decode_limits or DecodeLimits()
+        self._workers = workers
+        self._ann = ann
+        self._ann_threshold = ann_threshold
+        self._embedder = embedder
+        self._vectors: Any = None
+        if embedder is not None:
+            self._check_setup(embedder.setup)
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        pool: str | None = None,
+        crop: str | None = None,
+        precision: str = "auto",
+        device: str = "auto",
+        batch_size: int | None = None,
+        workers: int | None = None,
+        max_pixels: int | None = None,
+        ann: str = "auto",
+        ann_threshold: int = 100_000,
+        embedder: Any = None,
+    ) -> Index:
+        """Open (or create) the index at ``path``.
+
+        With no ``model``, an existing index keeps its recorded setup and a new one uses
+        the default (the seed's ResNet50, ``resnet50.tv_in1k``, average pooling).
+
+        Args:
+            path: the SQLite file; default :func:`default_db_path`. Derived caches go in
+                ``<path>.cache/`` beside it.
+            model: any timm model name.
+            weights: a local ``.safetensors``/``.pth`` file instead of timm's hub cache.
+            pool: ``avg``, ``gem``, ``max``, ``flatten`` or ``token``.
+            crop: ``none`` (resize the whole image) or ``center`` (the model's eval crop).
+            precision: ``auto``, ``bf16`` or ``fp32``.
+            device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+            batch_size: images per forward pass.
+            workers: decode worker processes (default: one per core).
+            max_pixels: decompression-bomb limit in pixels.
+            ann: ``auto`` (approximate index above ``ann_threshold`` vectors), ``on``, ``off``.
+            ann_threshold: vector count from which ``auto`` builds the approximate index.
+            embedder: an object with ``setup``, ``batch_size``, ``embed_pixels`` to use
+                instead of a timm model (tests, other backends).
+
+        Raises:
+            SetupMismatchError: the index was built with another model/weights/pooling/crop.
+            StoreError: the file cannot be used.
+        """
+        db_path = Path(path).expanduser() if path is not None else default_db_path()
+        if ann not in ("auto", "on", "off"):
+            raise ConfigError(f"unknown ann mode {ann!r}; choose auto, on or off")
+        options = EmbedderOptions(
+            model=model,
+            weights=os.fspath(Path(weights).expanduser()) if weights is not None else None,
+            pool=pool,
+            crop=crop,
+            precision=precision,
+            device=device,
+            batch_size=batch_size,
+        )
+        limits = DecodeLimits(max_pixels=max_pixels) if max_pixels else DecodeLimits()
+        store = SQLiteStore(db_path)
+        try:
+            index = cls(
+                store,
+                options,
+                cache_dir=db_path.with_name(db_path.name + ".cache"),
+                decode_limits=limits,
+                workers=workers,
+                ann=ann,
+                ann_threshold=ann_threshold,
+                embedder=embedder,
+            )
+            index._check_requested()
+        except BaseException:
+            store.close()
+            raise
+        return index
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the database and caches. The index stays usable on disk."""
+        if self._vectors is not None:
+            self._vectors.close()
+            self._vectors = None
+        self._store.close()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    @property
+    def setup(self) -> Setup | None:
+        """The recorded setup, or ``None`` while nothing has been embedded."""
+        text = self._store.get_meta("setup")
+        return Setup.from_json(text) if text else None
+
+    def _check_requested(self) -> None:
+        """Cheap check of explicit options against the recorded setup, before any model load."""
+        recorded = self.setup
+        if recorded is None:
+            return
+        opts = self._options
+        problems = []
+        if opts.model is not None and opts.model not in (
+            recorded.model,
+            self._store.get_meta("model_requested"),
+        ):
+            from .embed import resolve_model_name
+
+            if resolve_model_name(opts.model) != recorded.model:
+                problems.append(f"model: index has {recorded.model!r}, requested {opts.model!r}")
+        if opts.pool is not None and opts.pool != recorded.pool:
+            problems.append(f"pool: index has {recorded.pool!r}, requested {opts.pool!r}")
+        wanted_crop = {"none": "resize", "center": "center"}.get(opts.crop or "")
+        if wanted_crop is not None and wanted_crop != recorded.preprocess.mode:
+            problems.append(
+                f"crop: index has {recorded.preprocess.mode!r}, requested {opts.crop!r}"
+            )
+        if opts.weights is not None:
+            from .embed import weights_fingerprint
+
+            fingerprint = weights_fingerprint(opts)
+            if fingerprint != recorded.weights:
+                problems.append(
+                    f"weights: index has {recorded.weights!r}, requested {fingerprint!r}"
+                )
+        if problems:
+            raise self._mismatch(problems)
+
+    def _mismatch(self, problems: list[str]) -> SetupMismatchError:
+        return SetupMismatchError(
+            f"index {self.path} was built with another setup ({'; '.join(problems)}); "
+            "use the same options, or another --db"
+        )
+
+    def _check_setup(self, setup: Setup) -> None:
+        recorded = self.setup
+        if recorded is None:
+            dim = self._store.dim()
+            if dim is not None and dim != setup.dim:
+                raise self._mismatch([f"dim: index has {dim}, model gives {setup.dim}"])
+            items = {"setup": setup.to_json(), "dim": str(setup.dim)}
+            if self._options.model:
+                items["model_requested"] = self._options.model
+            if self._options.weights:
+                items["weights_path"] = self._options.weights
+            self._store.set_meta(items)
+            return
+        problems = recorded.differences(setup)
+        if problems:
+            raise self._mismatch(problems)
+
+    def _effective_options(self) -> EmbedderOptions:
+        """Fill unset options from the recorded setup, so a reopened index embeds the same way."""
+        opts = self._options
+        recorded = self.setup
+        if recorded is None:
+            return opts if opts.model else _replace(opts, model=DEFAULT_MODEL)
+        weights = opts.weights
+        if weights is None and recorded.weights.startswith("sha256:"):
+            weights = self._store.get_meta("weights_path")
+        return _replace(
+            opts,
+            model=opts.model or recorded.model,
+            weights=weights,
+            pool=opts.pool or recorded.pool,
+            crop=opts.crop or ("center" if recorded.preprocess.mode == "center" else "none"),
+        )
+
+    def _get_embedder(self) -> Any:
+        if self._embedder is None:
+            from .embed import load_embedder
+
+            embedder = load_embedder(self._effective_options())
+            self._check_setup(embedder.setup)
+            self._embedder = embedder
+        return self._embedder
+
+    # -- vectors -------------------------------------------------------------------------
+
+    def _vector_search(self) -> Any:
+        if self._vectors is None:
+            from .vectors import VectorSearch
+
+            self._vectors = VectorSearch(
+                self._cache_dir,  # type: ignore[arg-type]
+                self._store,
+                ann=self._ann,
+                ann_threshold=self._ann_threshold,
+            )
+        return self._vectors
+
+    def _on_commit(self, result: WriteResult) -> None:
+        if result.generation == result.previous_generation:
+            return
+        if self._vectors is not None or (self._cache_dir and self._cache_dir.exists()):
+            self._vector_search().notify(
+                result.added_ids,
+                result.added_vectors,
+                result.removed_ids,
+                result.generation,
+                result.previous_generation,
+            )
+
+    # -- the public operations ------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return Path(getattr(self._store, "path", ""))
+
+    def update(
+        self,
+        *folders: str | os.PathLike[str],
+        on_progress: Callable[[Progress], None] | None = None,
+        follow_links: bool = False,
+        include_hidden: bool = False,
+    ) -> IndexReport:
+        """Bring the index up to date with ``folders`` (recursively), incrementally.
+
+        New and changed images are embedded; unchanged ones (same size and mtime) are
+        skipped; deleted ones are removed; renamed, moved or copied files reuse the vector
+        of identical content. One bad file never stops the run: it is listed in
+        ``report.failed`` with a reason.
+
+        Raises:
+            SourceUnavailableError: a folder is missing, unreadable or looks unmounted;
+                nothing is changed.
+            NothingIndexedError: every image file failed.
+
+        Example:
+            >>> report = idx.update("~/Pictures")  # doctest: +SKIP
+            >>> report.added, report.unchanged, [f.reason for f in report.failed]  # doctest: +SKIP
+        """
+        if not folders:
+            raise ConfigError("name at least one folder to index")
+        report = run_update(
+            self._store,
+            list(folders),
+            get_embedder=self._get_embedder,
+            decode_limits=self._decode_limits,
+            workers=self._workers,
+            on_commit=self._on_commit,
+            on_progress=on_progress,
+            follow_links=follow_links,
+            include_hidden=include_hidden,
+        )
+        if self._ann != "off" and self._store.count() >= self._ann_threshold:
+            self._vector_search().build_ann()
+        return report
+
+    def embed(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """The vector of one image file: float32 ``(dim,)``, unit norm. Loads the model.
+
+        Raises:
+            QueryError: the file cannot be read or decoded.
+        """
+        from .decode import decode_path
+
+        embedder = self._get_embedder()
+        try:
+            pixels, _ = decode_path(
+                _as_path_bytes(path), embedder.setup.preprocess, self._decode_limits
+            )
+        except DecodeFailure as e:
+            raise QueryError(
+                f"cannot read {os.fspath(path)}: {e.detail or e.reason}", e.reason
+            ) from None
+        vec = embedder.embed_pixels(pixels[None])[0]
+        if not np.all(np.isfinite(vec)):
+            raise QueryError(f"the model gave no usable vector for {os.fspath(path)}", "bad-vector")
+        return vec
+
+    def _query_vector(self, path: bytes) -> tuple[np.ndarray, list[int]]:
+        """The query's vector (stored when up to date, else embedded) and ids to exclude."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise QueryError(f"cannot read query {os.fsdecode(path)}: {e.strerror}") from None
+        found = self._store.lookup(path)
+        if found is not None:
+            row, vec = found
+            if (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                return vec, [row.id]
+            return self.embed(os.fsdecode(path)), [row.id]
+        return self.embed(os.fsdecode(path)), []
+
+    def search(
+        self,
+        query: str | os.PathLike[str],
+        k: int = 10,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` indexed images most similar to the image file ``query``.
+
+        The query file itself is never its own result (identical copies are). Its stored
+        vector is reused when it is indexed and unchanged; otherwise it is embedded.
+
+        Args:
+            query: an image file, inside the index or not.
+            k: how many results.
+            folder: only return images below this folder.
+            exact: skip the approximate index and compare against every vector.
+
+        Example:
+            >>> hits = idx.search("q.jpg", k=3)  # doctest: +SKIP
+            >>> [(h.rank, round(h.score, 3), h.path) for h in hits]  # doctest: +SKIP
+        """
+        path = _as_path_bytes(query)
+        vec, exclude = self._query_vector(path)
+        return self.search_vector(vec, k, folder=folder, exact=exact, _exclude=exclude)
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        exact: bool = False,
+        _exclude: Sequence[int] = (),
+    ) -> list[Hit]:
+        """The ``k`` stored images whose vectors are most similar to ``vector``.
+
+        Args:
+            vector: float ``(dim,)``; normalised here, so any non-zero scale works.
+            k: how many results.
+            folder: only return images below this folder.
+            exact: compare against every vector instead of the approximate index.
+        """
+        if k < 1:
+            raise ConfigError("k must be at least 1")
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        dim = self._store.dim()
+        if dim is None or self._store.count() == 0:
+            return []
+        if q.shape[0] != dim:
+            raise ConfigError(f"query vector has dimension {q.shape[0]}; the index holds {dim}")
+        norm = float(np.linalg.norm(q))
+        if not np.isfinite(norm) or norm == 0:
+            raise ConfigError("query vector is zero or not finite")
+        q = q / norm
+        allow = None
+        if folder is not None:
+            allow = self._store.ids_under([_as_path_bytes(folder)])
+            if allow.size == 0:
+                return []
+        excl = np.asarray(list(_exclude), dtype=np.int64) if _exclude else None
+        scores, ids = self._vector_search().search(
+            q[None], k, exact=exact, allow=allow, exclude=excl
+        )
+        paths = self._store.paths_for([int(i) for i in ids[0] if i >= 0])
+        hits: list[Hit] = []
+        for score, image_id in zip(scores[0], ids[0], strict=True):
+            path = paths.get(int(image_id))
+            if path is None:  # padding, or deleted since the cache was read
+                continue
+            hits.append(Hit(len(hits) + 1, float(score), os.fsdecode(path)))
+        return hits
+
+    def add_embeddings(self, paths: Sequence[str | os.PathLike[str]], vectors: np.ndarray) -> None:
+        """Store your own vectors: ``paths`` (n) with float ``vectors`` (n, dim), one transaction.
+
+        Vectors are normalised; non-finite or zero rows are rejected. Paths need not exist
+        (existing files record their size and mtime, so a later update keeps them).
+        """
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape[0] != len(paths):
+            raise ConfigError(
+                f"vectors must be (len(paths), dim); got {vecs.shape} for {len(paths)} paths"
+            )
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+        if bad.any():
+            raise ConfigError(f"{int(bad.sum())} vectors are zero or not finite")
+        dim = self._store.dim()
+        if dim is not None and vecs.shape[1] != dim:
+            raise ConfigError(f"vectors have dimension {vecs.shape[1]}; the index holds {dim}")
+        vecs = vecs / norms
+        batch = WriteBatch()
+        for p, v in zip(paths, vecs, strict=True):
+            b = _as_path_bytes(p)
+            try:
+                st = os.stat(b)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size, mtime = -1, -1
+            batch.upserts.append((b, size, mtime, None, v))
+        self._on_commit(self._store.write(batch))
+
+    def remove(self, folder: str | os.PathLike[str]) -> int:
+        """Forget every image below ``folder`` (the files are untouched). Returns the count."""
+        ids = self._store.ids_under([_as_path_bytes(folder)])
+        self._on_commit(self._store.write(WriteBatch(deletes=[int(i) for i in ids])))
+        self._store.remove_folder(_as_path_bytes(folder))  # type: ignore[attr-defined]
+        return int(ids.size)
+
+    def failures(self) -> list[FailedFile]:
+        """Every file that failed in the latest runs, with its reason."""
+        return [
+            FailedFile(os.fsdecode(f.path), f.reason, f.detail) for f in self._store.all_failures()
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """What the index holds and how it was built (the data of ``lookalike info``)."""
+        setup = self.setup
+        out: dict[str, Any] = {
+            "db": str(self.path),
+            "images": self._store.count(),
+            "dim": self._store.dim(),
+            "model": setup.model if setup else None,
+            "weights": setup.weights if setup else None,
+            "weights_path": self._store.get_meta("weights_path"),
+            "pooling": setup.pool if setup else None,
+            "preprocessing": json.loads(setup.to_json())["preprocess"] if setup else None,
+            "folders": [os.fsdecode(f) for f in self._store.folders()],
+            "failed": [
+                {"path": f.path, "reason": f.reason, "detail": f.detail} for f in self.failures()
+            ],
+            "generation": self._store.generation(),
+        }
+        return out
+
+
+def _replace(opts: EmbedderOptions, **changes: Any) -> EmbedderOptions:
+    import dataclasses
+
+    return dataclasses.replace(opts, **changes)
+
+
+__all__ = ["Index", "default_db_path"]

@@ -1,0 +1,283 @@
+"""Bring the store up to date with folders: scan, diff, decode, embed, commit.
+
+Data flows one way: paths -> decoded pixels (worker processes) -> vectors (the embedder,
+in this process) -> one SQLite transaction per batch. A kill at any moment loses at most
+the batch in flight; the next run sees those files as new and resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .decode import TRANSIENT_REASONS, DecodeLimits, DecodePool, DecodeResult, DecodeTask
+from .errors import NothingIndexedError, SourceUnavailableError
+from .scan import ScanResult, scan
+from .store.base import FileRow, Store, WriteBatch, WriteResult, folder_prefix
+from .types import FailedFile, IndexReport
+
+COMMIT_EVERY_RESULTS = 256  # commit failures/moves at least this often when nothing embeds
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Passed to ``on_progress`` after each commit: ``done`` of ``total`` files to process."""
+
+    done: int
+    total: int
+    embedded: int
+    failed: int
+    seconds: float
+
+
+@dataclass
+class _Plan:
+    tasks: list[tuple[int, bytes, int, int, FileRow | None]] = field(default_factory=list)
+    gone: dict[int, FileRow] = field(default_factory=dict)
+    clear_failures: list[bytes] = field(default_factory=list)
+    failures: list[tuple[bytes, int, int, str, str]] = field(default_factory=list)
+
+
+def _under_any(path: bytes, folders: list[bytes]) -> bool:
+    return any(path.startswith(folder_prefix(f)) for f in folders)
+
+
+def _plan(store: Store, scans: list[ScanResult], report: IndexReport) -> _Plan:
+    plan = _Plan()
+    for result in scans:
+        existing = store.files_under(result.root)
+        failures = store.failures_under(result.root)
+        if not result.files and not result.problems and existing:
+            raise SourceUnavailableError(
+                f"folder {os.fsdecode(result.root)} is empty but the index holds "
+                f"{len(existing)} images from it; if its disk is mounted and the images are "
+                f"really gone, run `lookalike remove {os.fsdecode(result.root)}`"
+            )
+        seen: set[bytes] = set()
+        for f in result.files:
+            seen.add(f.path)
+            row = existing.pop(f.path, None)
+            if row is not None and row.size == f.size and row.mtime_ns == f.mtime_ns:
+                report.unchanged += 1
+                if f.path in failures:
+                    plan.clear_failures.append(f.path)
+                continue
+            old = failures.get(f.path)
+            if (
+                row is None
+                and old is not None
+                and (old.size, old.mtime_ns) == (f.size, f.mtime_ns)
+                and old.reason not in TRANSIENT_REASONS
+            ):
+                # Failed before and untouched since: report again, do not retry.
+                report.failed.append(FailedFile(os.fsdecode(f.path), old.reason, old.detail))
+                continue
+            plan.tasks.append((len(plan.tasks), f.path, f.size, f.mtime_ns, row))
+        for p in result.problems:
+            seen.add(p.path)
+            report.failed.append(FailedFile(os.fsdecode(p.path), p.reason, p.detail))
+            plan.failures.append((p.path, 0, 0, p.reason, p.detail))
+        for path, row in existing.items():
+            if not _under_any(path, result.unseen):
+                plan.gone[row.id] = row
+        plan.clear_failures.extend(p for p in failures if p not in seen)
+    return plan
+
+
+def _prefetch(results: Iterable[DecodeResult], depth: int) -> Iterator[DecodeResult]:
+    """Drain the decode pool from a thread, so workers never wait while the model runs."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for r in results:
+                while not stop.is_set():
+                    try:
+                        q.put(r, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=pump, name="lookalike-decode-drain", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def run_update(
+    store: Store,
+    folders: list[str | os.PathLike[str] | bytes],
+    *,
+    get_embedder: Callable[[], object],
+    decode_limits: DecodeLimits,
+    workers: int | None,
+    on_commit: Callable[[WriteResult], None],
+    on_progress: Callable[[Progress], None] | None = None,
+    follow_links: bool = False,
+    include_hidden: bool = False,
+) -> IndexReport:
+    """Scan ``folders`` and make the store match them. See :meth:`lookalike.Index.update`."""
+    t0 = time.perf_counter()
+    report = IndexReport()
+    # Every folder is checked before anything is written: a missing one changes nothing.
+    scans = [scan(f, follow_links=follow_links, include_hidden=include_hidden) for f in folders]
+    store.add_folders([s.root for s in scans])
+    plan = _plan(store, scans, report)
+    total = len(plan.tasks)
+    batch = WriteBatch(failures=list(plan.failures), clear_failures=list(plan.clear_failures))
+
+    def commit() -> None:
+        nonlocal batch
+        if batch:
+            on_commit(store.write(batch))
+        batch = WriteBatch()
+
+    if plan.tasks:
+        embedder = get_embedder()
+        sizes = [t[2] for t in plan.tasks if t[4] is None]
+        by_size = store.hashes_for_sizes(sizes) if sizes else {}
+        known: dict[int, dict[str, int]] = {}
+        decode_tasks = []
+        for key, path, size, mtime_ns, row in plan.tasks:
+            candidates = dict(by_size.get(size, {})) if row is None else {}
+            if row is not None and row.hash:
+                candidates[row.hash] = row.id  # touched, not changed: keep the vector
+            known[key] = candidates
+            decode_tasks.append(DecodeTask(key, path, size, mtime_ns, frozenset(candidates)))
+        batch_size = embedder.batch_size  # type: ignore[attr-defined]
+        pending: list[tuple[tuple, DecodeResult]] = []
+        done = 0
+        since_commit = 0
+
+        def flush() -> None:
+            nonlocal pending
+            if not pending:
+                return
+            te = time.perf_counter()
+            vectors = embedder.embed_pixels(np.stack([r.pixels for _, r in pending]))  # type: ignore[attr-defined]
+            report.embed_seconds += time.perf_counter() - te
+            for (task, res), vec in zip(pending, vectors, strict=True):
+                _, path, size, mtime_ns, row = task
+                if not np.all(np.isfinite(vec)):
+                    _fail(task, "bad-vector", "the model gave a non-finite or zero vector")
+                    continue
+                batch.upserts.append((path, size, mtime_ns, res.hash, vec))
+                batch.clear_failures.append(path)
+                report.embedded += 1
+                if row is None:
+                    report.added += 1
+                else:
+                    report.updated += 1
+            pending = []
+
+        def _fail(task: tuple, reason: str, detail: str) -> None:
+            _, path, size, mtime_ns, row = task
+            report.failed.append(FailedFile(os.fsdecode(path), reason, detail))
+            batch.failures.append((path, size, mtime_ns, reason, detail))
+            if row is not None and reason not in TRANSIENT_REASONS:
+                batch.deletes.append(row.id)  # its vector no longer describes the file
+                report.removed += 1
+
+        tasks_by_key = {t[0]: t for t in plan.tasks}
+        depth = max(4 * batch_size, 64)
+        with DecodePool(embedder.setup.preprocess, decode_limits, workers=workers) as pool:  # type: ignore[attr-defined]
+            for res in _prefetch(pool.map(decode_tasks, max_in_flight=depth), depth):
+                task = tasks_by_key[res.key]
+                _, path, size, mtime_ns, row = task
+                done += 1
+                since_commit += 1
+                if res.reason is not None:
+                    _fail(task, res.reason, res.detail)
+                elif res.reused and res.hash is not None:
+                    source = known[res.key].get(res.hash)
+                    _reuse(store, batch, report, plan, task, source, res.hash)
+                else:
+                    pending.append((task, res))
+                    if len(pending) >= batch_size:
+                        flush()
+                        commit()
+                        since_commit = 0
+                if since_commit >= COMMIT_EVERY_RESULTS:
+                    flush()
+                    commit()
+                    since_commit = 0
+                if on_progress and since_commit == 0:
+                    on_progress(
+                        Progress(
+                            done,
+                            total,
+                            report.embedded,
+                            len(report.failed),
+                            time.perf_counter() - t0,
+                        )
+                    )
+            flush()
+    batch.deletes.extend(plan.gone)
+    report.removed += len(plan.gone)
+    commit()
+    report.seconds = time.perf_counter() - t0
+    if report.embed_seconds > 0:
+        report.images_per_second = report.embedded / report.embed_seconds
+    if on_progress:
+        on_progress(Progress(total, total, report.embedded, len(report.failed), report.seconds))
+    succeeded = report.added + report.updated + report.unchanged
+    if total and not succeeded and report.failed:
+        raise NothingIndexedError(
+            f"none of the {len(report.failed)} image files could be indexed "
+            f"(first: {report.failed[0].path}: {report.failed[0].reason})",
+            report,
+        )
+    return report
+
+
+def _reuse(
+    store: Store,
+    batch: WriteBatch,
+    report: IndexReport,
+    plan: _Plan,
+    task: tuple,
+    source: int | None,
+    content_hash: str,
+) -> None:
+    """A file whose content hash matches a stored image: reuse that vector, embed nothing."""
+    _, path, size, mtime_ns, row = task
+    report.reused += 1
+    batch.clear_failures.append(path)
+    if row is not None and source == row.id:  # touched or rewritten with the same bytes
+        batch.moves.append((row.id, path, size, mtime_ns))
+        report.updated += 1
+        return
+    report.added += 1
+    if source is not None and source in plan.gone:  # renamed or moved: keep id and vector
+        plan.gone.pop(source)
+        batch.moves.append((source, path, size, mtime_ns))
+        report.removed += 1
+        return
+    vectors = store.vectors_for([source]) if source is not None else {}
+    if source in vectors:  # an identical copy of an image still in place
+        batch.upserts.append((path, size, mtime_ns, content_hash, vectors[source]))
+    else:  # vanished between planning and now: nothing to copy; next run embeds it
+        report.added -= 1
+        report.failed.append(FailedFile(os.fsdecode(path), "changed", "retry on the next run"))

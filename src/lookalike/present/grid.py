@@ -1,0 +1,79 @@
+"""The seed's picture: the query, then the top-k results in a grid with scores and names."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..types import Hit
+
+COLUMNS = 5
+TILE_INCHES = 3.2
+DPI = 100
+
+
+def _thumb(path: str) -> np.ndarray | None:
+    from ..decode import DecodeFailure, load_for_display
+
+    try:
+        return np.asarray(load_for_display(os.fsencode(path), max_side=400))
+    except (DecodeFailure, OSError):
+        return None
+
+
+def _short(name: str, width: int = 30) -> str:
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name if len(name) <= width else name[: width - 12] + "…" + name[-11:]
+
+
+def plot_grid(
+    query: str, hits: Sequence[Hit], out: str | os.PathLike[str] | None, *, show: bool = False
+) -> int:
+    """Draw the query beside its results and write a PNG to ``out``.
+
+    The query sits in its own column on the left; results fill rows of five, each titled
+    with its rank, score and file name. At least 800 px wide for any ``k``.
+
+    Returns:
+        The number of image tiles drawn (query plus results).
+    """
+    import matplotlib
+
+    if not show:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(COLUMNS, len(hits)))
+    rows = max(1, math.ceil(len(hits) / cols))
+    width = max(8.5, TILE_INCHES * (cols + 1.2))  # >= 850 px even for k=1
+    fig = plt.figure(figsize=(width, TILE_INCHES * rows + 0.6), dpi=DPI)
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1.2] + [1] * cols)
+    tiles = 0
+    ax = fig.add_subplot(grid[:, 0])
+    img = _thumb(query)
+    if img is not None:
+        ax.imshow(img)
+        tiles += 1
+    ax.set_title(f"query\n{_short(Path(query).name)}", fontsize=12, fontweight="bold")
+    ax.axis("off")
+    for i, hit in enumerate(hits):
+        ax = fig.add_subplot(grid[i // cols, 1 + i % cols])
+        img = _thumb(hit.path)
+        if img is not None:
+            ax.imshow(img)
+            tiles += 1
+        else:
+            ax.text(0.5, 0.5, "cannot read", ha="center", va="center", color="grey")
+        ax.set_title(f"#{hit.rank}  {hit.score:.3f}\n{_short(Path(hit.path).name)}", fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, format="png", dpi=DPI)
+    if show:
+        plt.show()
+    plt.close(fig)
+    return tiles

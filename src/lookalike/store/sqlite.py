@@ -1,0 +1,368 @@
+"""SQLite store: WAL, one transaction per batch, a generation counter for derived caches.
+
+Schema (version 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)        schema_version, setup, dim, generation, ...
+    images(id, path BLOB UNIQUE, size, mtime_ns, hash, vector BLOB float32, indexed_at)
+    failures(path BLOB PRIMARY KEY, size, mtime_ns, reason, detail, at)
+    folders(path BLOB PRIMARY KEY, added_at)
+
+Every transaction that changes a vector bumps ``meta.generation``; the memory-mapped vector
+cache and the ANN index beside the DB compare it with their own and rebuild on mismatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IndexCorruptError, SchemaTooNewError, StoreError, StoreWriteError
+from .base import FailureRow, FileRow, WriteBatch, WriteResult, folder_prefix
+
+SCHEMA_VERSION = 1
+_QUICK_CHECK_MAX_BYTES = 256 << 20  # above this a full check costs seconds: `info --check`
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT,
+    vector BLOB NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_size ON images(size);
+CREATE TABLE IF NOT EXISTS failures (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS folders (path BLOB PRIMARY KEY, added_at REAL NOT NULL);
+"""
+
+
+def _upper(prefix: bytes) -> bytes:
+    """Smallest byte string greater than every string starting with ``prefix``."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _damaged(path: Path, err: Exception) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"index {path} is damaged ({err}); move it aside and rebuild it with "
+        f"`lookalike index FOLDER --db {path}`"
+    )
+
+
+class SQLiteStore:
+    """The SQLite implementation of :class:`lookalike.store.Store`.
+
+    Args:
+        path: the database file; created (with its parent folder) when missing.
+        timeout: seconds to wait for another writer's lock before failing.
+
+    Raises:
+        IndexCorruptError: the file is not a database or fails its quick check.
+        SchemaTooNewError: written by a newer lookalike.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder for index {self.path}: {e}") from e
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per batch.
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open index {self.path}: {e}") from e
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            if existed and self.path.stat().st_size <= _QUICK_CHECK_MAX_BYTES:
+                row = self._db.execute("PRAGMA quick_check(1)").fetchone()
+                if row is None or row[0] != "ok":
+                    raise _damaged(self.path, ValueError(row[0] if row else "no answer"))
+            self._db.executescript(_SCHEMA)
+            version = self.get_meta("schema_version")
+            if version is None:
+                self.set_meta({"schema_version": str(SCHEMA_VERSION), "generation": "0"})
+            elif int(version) > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"index {self.path} has schema {version}, newer than this lookalike "
+                    f"understands ({SCHEMA_VERSION}); upgrade: pip install -U lookalike"
+                )
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise _damaged(self.path, e) from e
+        except Exception:
+            self._db.close()
+            raise
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise StoreError(f"index {self.path} is busy: {e}") from e
+            raise _damaged(self.path, e) from e
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"index {self.path} is busy: {e}") from e
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError | sqlite3.IntegrityError):
+                raise StoreWriteError(
+                    f"writing to index {self.path} failed and was rolled back: {e}"
+                ) from e
+            if isinstance(e, sqlite3.DatabaseError):
+                raise _damaged(self.path, e) from e
+            raise
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, items: dict[str, str]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(items.items()),
+            )
+
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def dim(self) -> int | None:
+        value = self.get_meta("dim")
+        return int(value) if value is not None else None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self._query("SELECT count(*) FROM images")[0][0])
+
+    def iter_vectors(self, chunk_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(ids int64 (m,), vectors float32 (m, dim))`` ordered by id, in one snapshot."""
+        dim = self.dim()
+        if dim is None:
+            return
+        last = -1
+        while True:
+            rows = self._query(
+                "SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                (last, chunk_rows),
+            )
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield ids, vecs.reshape(len(rows), dim)
+            last = int(ids[-1])
+
+    def _range(self, folder: bytes) -> tuple[bytes, bytes]:
+        prefix = folder_prefix(folder)
+        return prefix, _upper(prefix)
+
+    def files_under(self, folder: bytes) -> dict[bytes, FileRow]:
+        lo, hi = self._range(folder)
+        rows = self._query(
+            "SELECT id, path, size, mtime_ns, hash FROM images WHERE path >= ? AND path < ?",
+            (lo, hi),
+        )
+        return {bytes(r[1]): FileRow(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows}
+
+    def failures_under(self, folder: bytes) -> dict[bytes, FailureRow]:
+        lo, hi = self._range(folder)
+        rows = self._query(
+            "SELECT path, size, mtime_ns, reason, detail FROM failures "
+            "WHERE path >= ? AND path < ?",
+            (lo, hi),
+        )
+        return {bytes(r[0]): FailureRow(bytes(r[0]), *r[1:]) for r in rows}
+
+    def all_failures(self) -> list[FailureRow]:
+        rows = self._query(
+            "SELECT path, size, mtime_ns, reason, detail FROM failures ORDER BY path"
+        )
+        return [FailureRow(bytes(r[0]), *r[1:]) for r in rows]
+
+    def hashes_for_sizes(self, sizes: Sequence[int]) -> dict[int, dict[str, int]]:
+        """For each size, ``{content hash: image id}`` of stored images of that size."""
+        out: dict[int, dict[str, int]] = {}
+        unique = sorted(set(sizes))
+        for i in range(0, len(unique), 500):
+            part = unique[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for size, h, image_id in self._query(
+                f"SELECT size, hash, id FROM images WHERE size IN ({marks}) AND hash IS NOT NULL",
+                part,
+            ):
+                out.setdefault(size, {})[h] = image_id
+        return out
+
+    def lookup(self, path: bytes) -> tuple[FileRow, np.ndarray] | None:
+        rows = self._query(
+            "SELECT id, path, size, mtime_ns, hash, vector FROM images WHERE path = ?", (path,)
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return FileRow(r[0], bytes(r[1]), r[2], r[3], r[4]), np.frombuffer(r[5], np.float32)
+
+    def vectors_for(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        ids = [int(i) for i in ids]
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for image_id, blob in self._query(
+                f"SELECT id, vector FROM images WHERE id IN ({marks})", part
+            ):
+                out[image_id] = np.frombuffer(blob, np.float32)
+        return out
+
+    def paths_for(self, ids: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        ids = [int(i) for i in ids]
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for image_id, path in self._query(
+                f"SELECT id, path FROM images WHERE id IN ({marks})", part
+            ):
+                out[image_id] = bytes(path)
+        return out
+
+    def ids_under(self, folders: Sequence[bytes]) -> np.ndarray:
+        """Sorted int64 ids of every image below any of ``folders``."""
+        parts = []
+        for folder in folders:
+            lo, hi = self._range(folder)
+            rows = self._query("SELECT id FROM images WHERE path >= ? AND path < ?", (lo, hi))
+            parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        if not parts:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate(parts))
+
+    def folders(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._query("SELECT path FROM folders ORDER BY path")]
+
+    def add_folders(self, folders: Sequence[bytes]) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO folders(path, added_at) VALUES (?, ?)",
+                [(f, now) for f in folders],
+            )
+
+    def remove_folder(self, folder: bytes) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM folders WHERE path = ?", (folder,))
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> WriteResult:
+        """Apply ``batch`` in one transaction; all of it lands or none of it does.
+
+        Raises:
+            StoreWriteError: the commit failed (disk full, I/O error); nothing was written.
+        """
+        now = time.time()
+        added_ids: list[int] = []
+        added_vecs: list[np.ndarray] = []
+        removed: list[int] = []
+        with self._transaction() as db:
+            previous = int(
+                db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]
+            )
+            dim_row = db.execute("SELECT value FROM meta WHERE key='dim'").fetchone()
+            dim = int(dim_row[0]) if dim_row else None
+            for path, size, mtime_ns, content_hash, vector in batch.upserts:
+                vec = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+                if dim is None:
+                    dim = vec.shape[0]
+                    db.execute("INSERT INTO meta(key, value) VALUES ('dim', ?)", (str(dim),))
+                if vec.shape[0] != dim:
+                    raise StoreError(f"vector of dimension {vec.shape[0]}; the index holds {dim}")
+                (image_id,) = db.execute(
+                    "INSERT INTO images(path, size, mtime_ns, hash, vector, indexed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, "
+                    "vector=excluded.vector, indexed_at=excluded.indexed_at RETURNING id",
+                    (path, size, mtime_ns, content_hash, vec.tobytes(), now),
+                ).fetchone()
+                added_ids.append(image_id)
+                added_vecs.append(vec)
+            for image_id, path, size, mtime_ns in batch.moves:
+                # A stale row at the destination (a file replaced by a rename) gives way.
+                for (old,) in db.execute(
+                    "DELETE FROM images WHERE path = ? AND id != ? RETURNING id", (path, image_id)
+                ).fetchall():
+                    removed.append(old)
+                db.execute(
+                    "UPDATE images SET path=?, size=?, mtime_ns=?, indexed_at=? WHERE id=?",
+                    (path, size, mtime_ns, now, image_id),
+                )
+            for image_id in batch.deletes:
+                if db.execute("DELETE FROM images WHERE id = ?", (int(image_id),)).rowcount:
+                    removed.append(int(image_id))
+            db.executemany(
+                "INSERT INTO failures(path, size, mtime_ns, reason, detail, at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, reason=excluded.reason, detail=excluded.detail, "
+                "at=excluded.at",
+                [(*f, now) for f in batch.failures],
+            )
+            db.executemany(
+                "DELETE FROM failures WHERE path = ?", [(p,) for p in batch.clear_failures]
+            )
+            generation = previous
+            if added_ids or removed:
+                generation = previous + 1
+                db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+        vectors = np.stack(added_vecs) if added_vecs else np.empty((0, dim or 0), dtype=np.float32)
+        return WriteResult(
+            previous,
+            generation,
+            np.asarray(added_ids, dtype=np.int64),
+            vectors,
+            np.asarray(removed, dtype=np.int64),
+        )
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` or the first problems found."""
+        rows = self._query("PRAGMA integrity_check")
+        return "\n".join(r[0] for r in rows)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()

@@ -1,0 +1,92 @@
+"""Small file helpers shared by the cache and the ANN: atomic JSON, fsync, a directory lock."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+try:  # POSIX; elsewhere writers are only serialised within one process
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_NAME = "lock"
+
+_registry_guard = threading.Lock()
+_locks: dict[str, threading.RLock] = {}
+_held = threading.local()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (best effort: not every OS allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Hold the writer lock of a cache directory (re-entrant within one thread).
+
+    Every process that changes files in the directory takes it; readers never do.
+    """
+    key = str(Path(directory).resolve())
+    with _registry_guard:
+        rlock = _locks.setdefault(key, threading.RLock())
+    with rlock:
+        depth: dict[str, int] = getattr(_held, "depth", None) or {}
+        _held.depth = depth
+        if depth.get(key, 0):
+            depth[key] += 1
+            try:
+                yield
+            finally:
+                depth[key] -= 1
+            return
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(directory) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            depth[key] = 1
+            try:
+                yield
+            finally:
+                depth[key] = 0
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock

@@ -1,0 +1,146 @@
+"""Shared fixtures. No test ever reaches the network: every test runs with the Hugging Face
+hub in offline mode and an empty hub cache (:func:`offline_hub`), unless it asks for
+:func:`fake_hub_cache`. Weights are random and saved to files, as a user would pass them
+with ``--weights``.
+
+torch and timm are imported inside fixtures, so tests that use none of them stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_MODEL = "test_resnet.r160_in1k"
+# A commit hash for the fake hub snapshot (any 40 hex digits).
+FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def smooth_images(n: int, size: tuple[int, int] = (224, 224), seed: int = 0) -> np.ndarray:
+    """Random smooth colour images, more like photos than pixel noise.
+
+    Returns:
+        (n, H, W, 3) uint8.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 6, 6, generator=gen)
+    img = torch.nn.functional.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
+    img = img + 0.04 * torch.randn(n, 3, *size, generator=gen)  # a little texture
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.fixture(scope="session")
+def smooth_pixels():
+    """The :func:`smooth_images` factory: ``smooth_pixels(n, size=(H, W), seed=0)``."""
+    return smooth_images
+
+
+def _save_random_model(path: Path, name: str, seed: int, **kwargs) -> Path:
+    """Save a random-init timm model *with* its classifier head, like a hub file."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Random ``test_resnet`` weights as ``.safetensors``, with the ``fc.*`` head (1000 classes)."""
+    path = tmp_path_factory.mktemp("weights") / "test_resnet.safetensors"
+    return _save_random_model(path, "test_resnet", seed=0)
+
+
+@pytest.fixture(scope="session")
+def resnet50_weights(tmp_path_factory) -> Path:
+    """Random ResNet50 weights as ``.safetensors`` (~100 MB), with the ``fc.*`` head.
+
+    Every residual branch is active (no zero-initialised last batch norm) and the batch-norm
+    statistics are measured on smooth images, so activations look like a trained network's
+    rather than an initialisation's. Built only by the tests that ask for it.
+    """
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng():
+        torch.manual_seed(50)
+        model = timm.create_model("resnet50", pretrained=False, zero_init_last=False)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one pass gives the batch's exact statistics
+    x = torch.from_numpy(smooth_images(8, (128, 128), seed=50)).permute(0, 3, 1, 2).float()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        model.train()(((x / 255) - mean) / std)
+    path = tmp_path_factory.mktemp("weights") / "resnet50.safetensors"
+    save_file({k: v.contiguous() for k, v in model.eval().state_dict().items()}, str(path))
+    return path
+
+
+def _use_hub_cache(monkeypatch, cache: Path) -> None:
+    """Offline mode and ``cache`` as the hub cache, for this process and its children.
+
+    huggingface_hub reads both variables once, at import: its constants are patched too.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(tmp_path_factory, monkeypatch) -> Path:
+    """Every test: hub offline, hub cache an empty folder (returned), so nothing downloads."""
+    cache = tmp_path_factory.getbasetemp() / "empty-hub-cache"
+    cache.mkdir(exist_ok=True)
+    _use_hub_cache(monkeypatch, cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def _tiny_hub_cache(tmp_path_factory, tiny_weights) -> Path:
+    """A hub cache holding ``timm/test_resnet.r160_in1k`` as huggingface_hub lays it out:
+
+    models--timm--test_resnet.r160_in1k/
+        blobs/<sha256 of the file>
+        refs/main                                  (the commit hash)
+        snapshots/<commit>/model.safetensors  ->  ../../blobs/<sha256>
+    """
+    cache = tmp_path_factory.mktemp("hub-cache")
+    repo = cache / ("models--" + f"timm/{TINY_MODEL}".replace("/", "--"))
+    data = tiny_weights.read_bytes()
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(FAKE_COMMIT)
+    snapshot = repo / "snapshots" / FAKE_COMMIT
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(os.path.relpath(blob, snapshot))
+    return cache
+
+
+@pytest.fixture
+def fake_hub_cache(offline_hub, _tiny_hub_cache, monkeypatch) -> Path:
+    """Hub offline, hub cache holding ``tiny_weights`` as ``timm/test_resnet.r160_in1k``.
+
+    ``load_embedder(EmbedderOptions(model="test_resnet.r160_in1k"))`` then loads those
+    weights through timm's real hub path. Returns the cache folder.
+    """
+    _use_hub_cache(monkeypatch, _tiny_hub_cache)
+    return _tiny_hub_cache

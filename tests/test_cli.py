@@ -1,0 +1,224 @@
+"""The real CLI, run as a subprocess the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from fakes import make_photos, photo
+
+TINY = "test_resnet.r160_in1k"
+
+
+def run(args, env, check_rc=0, timeout=300):
+    p = subprocess.run(
+        [sys.executable, "-m", "lookalike", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+@pytest.fixture
+def env(tmp_path, tiny_weights):
+    e = dict(os.environ)
+    e.update(
+        LOOKALIKE_DB=str(tmp_path / "cli.db"),
+        LOOKALIKE_MODEL=TINY,
+        LOOKALIKE_WEIGHTS=str(tiny_weights),
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+    )
+    return e
+
+
+@pytest.fixture
+def photos(tmp_path):
+    d = make_photos(tmp_path / "photos", 12)
+    shutil.copy(d / "p0003.jpg", d / "twin_of_3.jpg")
+    return d
+
+
+def test_help_for_every_command_and_readme_mentions_each():
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    for cmd in ["index", "search", "info", "remove"]:
+        p = subprocess.run(
+            [sys.executable, "-m", "lookalike", cmd, "--help"], capture_output=True, text=True
+        )
+        assert p.returncode == 0 and "Usage:" in p.stdout
+        assert f"lookalike {cmd}" in readme
+
+
+def test_index_search_info_json_contracts(env, photos, tmp_path):
+    p = run(["index", str(photos), "--json"], env)
+    report = json.loads(p.stdout)
+    assert set(report) >= {
+        "added",
+        "updated",
+        "removed",
+        "unchanged",
+        "failed",
+        "seconds",
+        "images_per_second",
+    }
+    assert report["added"] == 13 and report["failed"] == []
+    assert isinstance(report["seconds"], float) and report["images_per_second"] > 0
+
+    again = json.loads(run(["index", str(photos), "--json"], env).stdout)
+    assert (again["added"], again["unchanged"]) == (0, 13)
+
+    q = photos / "p0003.jpg"
+    out = json.loads(run(["search", str(q), "--json", "-k", "5"], env).stdout)
+    assert out["query"] == str(q)
+    assert [r["rank"] for r in out["results"]] == [1, 2, 3, 4, 5]
+    assert out["results"][0]["path"] == str(photos / "twin_of_3.jpg")
+    assert out["results"][0]["score"] >= 0.999
+    assert str(q) not in [r["path"] for r in out["results"]]
+    scores = [r["score"] for r in out["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(os.path.isabs(r["path"]) for r in out["results"])
+
+    info = json.loads(run(["info", "--json"], env).stdout)
+    assert info["images"] == 13 and info["model"] == TINY
+    assert info["weights"].startswith("sha256:") and info["pooling"] == "avg"
+    assert info["preprocessing"]["mode"] == "resize" and info["dim"] > 0
+    assert info["folders"] == [str(photos)]
+
+
+def test_table_and_plot(env, photos, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "grid.png"
+    p = run(["search", str(photos / "p0001.jpg"), str(photos), "--plot", str(png), "-k", "4"], env)
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].split() == ["rank", "score", "path"] and len(lines) == 5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as im:
+        assert im.width >= 800
+
+
+def test_search_with_folder_updates_it_first_and_restricts(env, photos, tmp_path):
+    other = make_photos(tmp_path / "other", 3)
+    run(["index", str(other)], env)
+    q = photo(tmp_path / "q.jpg", 3)
+    out = json.loads(run(["search", str(q), str(photos), "--json"], env).stdout)
+    assert len(out["results"]) == 10
+    assert all(r["path"].startswith(str(photos) + os.sep) for r in out["results"])
+
+
+def test_usage_errors_exit_2_and_expected_errors_exit_1_in_one_line(env, tmp_path):
+    p = run(["search"], env, check_rc=2)
+    assert "Usage" in p.stderr
+    p = run(["index", str(tmp_path / "missing")], env, check_rc=1)
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert "does not exist" in p.stderr
+
+
+def test_offline_without_weights_is_one_clear_line(env, photos):
+    del env["LOOKALIKE_WEIGHTS"]
+    env["LOOKALIKE_MODEL"] = "resnet50.tv_in1k"
+    p = run(["index", str(photos)], env, check_rc=1)
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+    assert "resnet50.tv_in1k" in p.stderr and "--weights" in p.stderr
+
+
+def test_model_mismatch_is_an_error(env, photos):
+    run(["index", str(photos)], env)
+    p = run(["search", str(photos / "p0001.jpg"), "--pool", "max"], env, check_rc=1)
+    assert "pool" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume(env, tmp_path, resnet50_weights):
+    env.update(LOOKALIKE_MODEL="resnet50", LOOKALIKE_WEIGHTS=str(resnet50_weights))
+    photos = make_photos(tmp_path / "many", 160, size=(96, 96))
+    db = env["LOOKALIKE_DB"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lookalike",
+            "index",
+            str(photos),
+            "--batch-size",
+            "4",
+            "--precision",
+            "fp32",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 240
+    count = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db, timeout=1) as c:
+                count = c.execute("SELECT count(*) FROM images").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if count >= 8:
+            break
+    assert proc.poll() is None, "indexing finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        partial = c.execute("SELECT count(*) FROM images").fetchone()[0]
+    assert 8 <= partial < 160
+    report = json.loads(run(["index", str(photos), "--json"], env).stdout)
+    assert report["unchanged"] == partial and report["added"] == 160 - partial
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("SELECT count(*), count(DISTINCT path) FROM images").fetchone() == (
+            160,
+            160,
+        )
+
+
+@pytest.mark.slow
+def test_search_while_indexing_writes(env, tmp_path, resnet50_weights):
+    env.update(LOOKALIKE_MODEL="resnet50", LOOKALIKE_WEIGHTS=str(resnet50_weights))
+    first = make_photos(tmp_path / "first", 4, size=(96, 96))
+    run(["index", str(first), "--precision", "fp32"], env)
+    more = make_photos(tmp_path / "more", 48, size=(96, 96))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lookalike",
+            "index",
+            str(more),
+            "--batch-size",
+            "2",
+            "--precision",
+            "fp32",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        searches = 0
+        while proc.poll() is None and searches < 4:
+            p = run(["search", str(first / "p0000.jpg"), "--json", "-k", "3"], env)
+            assert "locked" not in p.stderr
+            assert json.loads(p.stdout)["results"]
+            searches += 1
+        assert searches >= 1
+    finally:
+        proc.wait(timeout=300)
+    assert proc.returncode == 0

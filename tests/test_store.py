@@ -1,0 +1,132 @@
+"""SQLite store: transactions, generations, folder ranges, damage and schema checks."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from lookalike.errors import IndexCorruptError, SchemaTooNewError, StoreError, StoreWriteError
+from lookalike.store import SQLiteStore, WriteBatch
+
+
+def unit(seed: int, dim: int = 8) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "i.db")
+    yield s
+    s.close()
+
+
+def test_write_bumps_generation_and_reports_changes(store):
+    assert store.generation() == 0
+    r = store.write(WriteBatch(upserts=[(b"/a/1.jpg", 1, 2, "h1", unit(1))]))
+    assert (r.previous_generation, r.generation) == (0, 1)
+    assert r.added_ids.tolist() == [1] and r.added_vectors.shape == (1, 8)
+    # a failure-only batch changes no vector: same generation
+    r2 = store.write(WriteBatch(failures=[(b"/a/x.jpg", 0, 0, "empty", "")]))
+    assert r2.generation == 1
+    r3 = store.write(WriteBatch(deletes=[1]))
+    assert r3.removed_ids.tolist() == [1] and r3.generation == 2
+    assert store.count() == 0
+
+
+def test_upsert_keeps_id_and_replaces_vector(store):
+    store.write(WriteBatch(upserts=[(b"/a/1.jpg", 1, 2, "h1", unit(1))]))
+    r = store.write(WriteBatch(upserts=[(b"/a/1.jpg", 5, 6, "h2", unit(2))]))
+    assert r.added_ids.tolist() == [1]
+    row, vec = store.lookup(b"/a/1.jpg")
+    assert (row.size, row.mtime_ns, row.hash) == (5, 6, "h2")
+    np.testing.assert_array_equal(vec, unit(2))
+
+
+def test_dimension_is_enforced(store):
+    store.write(WriteBatch(upserts=[(b"/a/1.jpg", 1, 2, None, unit(1, 8))]))
+    with pytest.raises(StoreError):
+        store.write(WriteBatch(upserts=[(b"/a/2.jpg", 1, 2, None, unit(1, 4))]))
+    assert store.count() == 1  # the failed batch left nothing behind
+
+
+def test_folder_ranges_are_exact_with_like_metacharacters(store):
+    paths = [b"/p/a%b/1.jpg", b"/p/a_b/2.jpg", b"/p/a\\b/3.jpg", b"/p/axb/4.jpg", b"/p/a%bc/5.jpg"]
+    store.write(WriteBatch(upserts=[(p, 1, 1, None, unit(i)) for i, p in enumerate(paths)]))
+    assert set(store.files_under(b"/p/a%b")) == {b"/p/a%b/1.jpg"}
+    assert set(store.files_under(b"/p/a_b")) == {b"/p/a_b/2.jpg"}
+    assert set(store.files_under(b"/p/a\\b")) == {b"/p/a\\b/3.jpg"}
+    assert len(store.ids_under([b"/p"])) == 5
+
+
+def test_non_utf8_paths_round_trip(store):
+    p = b"/p/caf\xe9.jpg"
+    store.write(WriteBatch(upserts=[(p, 1, 1, None, unit(1))]))
+    assert store.lookup(p)[0].path == p
+    assert list(store.paths_for([1]).values()) == [p]
+
+
+def test_move_keeps_vector_and_displaces_stale_destination(store):
+    store.write(
+        WriteBatch(upserts=[(b"/a/1.jpg", 1, 1, "h", unit(1)), (b"/a/2.jpg", 1, 1, "g", unit(2))])
+    )
+    r = store.write(WriteBatch(moves=[(1, b"/a/2.jpg", 1, 9)]))
+    assert r.removed_ids.tolist() == [2]
+    row, vec = store.lookup(b"/a/2.jpg")
+    assert row.id == 1
+    np.testing.assert_array_equal(vec, unit(1))
+
+
+def test_iter_vectors_streams_in_chunks(store):
+    store.write(
+        WriteBatch(upserts=[(f"/a/{i}.jpg".encode(), 1, 1, None, unit(i)) for i in range(10)])
+    )
+    chunks = list(store.iter_vectors(chunk_rows=4))
+    assert [len(c[0]) for c in chunks] == [4, 4, 2]
+    ids = np.concatenate([c[0] for c in chunks])
+    assert ids.tolist() == sorted(ids.tolist())
+    np.testing.assert_array_equal(chunks[0][1][0], unit(0))
+
+
+def test_failed_commit_rolls_back(store, monkeypatch):
+    store.write(WriteBatch(upserts=[(b"/a/1.jpg", 1, 1, None, unit(1))]))
+    bad = WriteBatch(upserts=[(b"/a/2.jpg", 1, 1, None, unit(2))], deletes=[1])
+    # simulate disk full on the last statement of the batch
+    real = store._db
+
+    class Failing:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *a):
+            if sql.startswith("UPDATE meta SET value"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *a)
+
+        def executemany(self, *a):
+            return self.db.executemany(*a)
+
+    monkeypatch.setattr(store, "_db", Failing(real))
+    with pytest.raises(StoreWriteError, match="disk is full"):
+        store.write(bad)
+    monkeypatch.setattr(store, "_db", real)
+    assert store.count() == 1 and store.lookup(b"/a/2.jpg") is None
+    assert store.generation() == 1
+    assert store.integrity_check() == "ok"
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    p = tmp_path / "junk.db"
+    p.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(IndexCorruptError, match="rebuild"):
+        SQLiteStore(p)
+
+
+def test_newer_schema_asks_for_upgrade(tmp_path):
+    s = SQLiteStore(tmp_path / "i.db")
+    s.set_meta({"schema_version": "99"})
+    s.close()
+    with pytest.raises(SchemaTooNewError, match="upgrade"):
+        SQLiteStore(tmp_path / "i.db")
