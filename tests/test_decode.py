@@ -45,6 +45,12 @@ def failure(path: Path | bytes, **kw) -> DecodeFailure:
     return info.value
 
 
+def stored(path: Path) -> tuple[str, int]:
+    """The file's Pillow mode and frame count, as stored."""
+    with Image.open(path) as im:
+        return im.mode, getattr(im, "n_frames", 1)
+
+
 def close(a, b, tol: int = 12) -> bool:
     return all(abs(int(x) - int(y)) <= tol for x, y in zip(a, b, strict=True))
 
@@ -312,7 +318,7 @@ def test_cmyk_jpeg_colours(tmp_path, adobe):
 
 def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
     path = imagegen.sixteen_bit_png(tmp_path)
-    assert Image.open(path).mode in ("I;16", "I;16B", "I")
+    assert stored(path)[0] in ("I;16", "I;16B", "I")
     a = np.asarray(open_rgb(path.read_bytes()))[8, :, 0].astype(int)
     assert a[0] == 0 and a[-1] == 255  # 0..4095 spans 0..255
     assert (np.diff(a) >= 0).all() and len(set(a.tolist())) > 30
@@ -326,7 +332,7 @@ def test_full_range_16_bit_keeps_its_brightness():
 
 def test_float_image_is_stretched(tmp_path):
     path = imagegen.float_tiff(tmp_path)
-    assert Image.open(path).mode == "F"
+    assert stored(path)[0] == "F"
     a = np.asarray(open_rgb(path.read_bytes()))[8, :, 0].astype(int)
     assert a[0] == 0 and a[-1] == 255 and (np.diff(a) >= 0).all()
 
@@ -355,7 +361,7 @@ def test_pa_and_premultiplied_modes_composite_on_white():
 @pytest.mark.parametrize("name", ["animated_gif", "animated_webp", "apng"])
 def test_animations_give_their_first_frame(tmp_path, name):
     path = imagegen.animations(tmp_path)[name]
-    assert getattr(Image.open(path), "n_frames", 1) == 2
+    assert stored(path)[1] == 2
     assert close(open_rgb(path.read_bytes()).getpixel((5, 5)), RED, 4)
 
 

@@ -35,10 +35,10 @@ def recall(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)]))
 
 
-def make(tmp_path, kind="pca-ivf", **kw):
+def make(tmp_path, kind="pca-ivf", pq_m=32, **kw):
     src = MemorySource()
     src.put(np.arange(1, N + 1), clustered(N))
-    config = AnnConfig(kind=kind, pca_dim=64, train_rows=8000, tune_queries=50)
+    config = AnnConfig(kind=kind, pca_dim=64, train_rows=8000, tune_queries=50, pq_m=pq_m)
     vs = VectorSearch(tmp_path / "c", src, ann="on", ann_kind=kind, ann_config=config, **kw)
     return src, vs
 
@@ -140,7 +140,7 @@ def test_allow_and_exclude_with_ann(built):
 
 def test_pca_ivfpq_recall_and_size(tmp_path, built):
     _, flat, flat_stats = built
-    src, vs = make(tmp_path, kind="pca-ivfpq")
+    src, vs = make(tmp_path, kind="pca-ivfpq", pq_m=16)  # 4 dims per code byte, as PQ64 on 256
     stats = vs.build_ann()
     _, want = vs.search(QUERIES, 10, exact=True)
     _, got = vs.search(QUERIES, 10)

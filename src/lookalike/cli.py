@@ -273,7 +273,7 @@ def info(db: str | None, check: bool, as_json: bool) -> None:
     with _open(db) as idx:
         data = idx.info()
         if check:
-            data["integrity"] = idx._store.integrity_check()
+            data["integrity"] = idx.check()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:

@@ -311,6 +311,7 @@ class Index:
             self._store,
             list(folders),
             get_embedder=self._get_embedder,
+            preprocess=self.setup.preprocess if self.setup else None,
             decode_limits=self._decode_limits,
             workers=self._workers,
             on_commit=self._on_commit,
@@ -474,6 +475,10 @@ class Index:
         return [
             FailedFile(os.fsdecode(f.path), f.reason, f.detail) for f in self._store.all_failures()
         ]
+
+    def check(self) -> str:
+        """SQLite's full ``integrity_check`` of the index: ``"ok"`` or the problems found."""
+        return self._store.integrity_check()  # type: ignore[attr-defined]
 
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built (the data of ``lookalike info``)."""

@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .decode import TRANSIENT_REASONS, DecodeLimits, DecodePool, DecodeResult, DecodeTask
 from .errors import NothingIndexedError, SourceUnavailableError
 from .scan import ScanResult, scan
+from .setup import Preprocess
 from .store.base import FileRow, Store, WriteBatch, WriteResult, folder_prefix
 from .types import FailedFile, IndexReport
 
@@ -90,40 +92,48 @@ def _plan(store: Store, scans: list[ScanResult], report: IndexReport) -> _Plan:
     return plan
 
 
-def _prefetch(results: Iterable[DecodeResult], depth: int) -> Iterator[DecodeResult]:
-    """Drain the decode pool from a thread, so workers never wait while the model runs."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
+class _Prefetch:
+    """Drain the decode pool from a thread, so workers never wait while the model runs.
 
-    def pump() -> None:
+    The thread starts at construction: decoding begins while the model is still loading.
+    """
+
+    _DONE = object()
+
+    def __init__(self, results: Iterable[DecodeResult], depth: int) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._results = results
+        self._thread = threading.Thread(target=self._pump, name="lookalike-decode", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
         try:
-            for r in results:
-                while not stop.is_set():
+            for r in self._results:
+                while not self._stop.is_set():
                     try:
-                        q.put(r, timeout=0.1)
+                        self._q.put(r, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
+                if self._stop.is_set():
                     return
-            q.put(done)
+            self._q.put(self._DONE)
         except BaseException as e:  # re-raised in the consumer
-            q.put(e)
+            self._q.put(e)
 
-    thread = threading.Thread(target=pump, name="lookalike-decode-drain", daemon=True)
-    thread.start()
-    try:
+    def __iter__(self) -> Iterator[DecodeResult]:
         while True:
-            item = q.get()
-            if item is done:
+            item = self._q.get()
+            if item is self._DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def run_update(
@@ -131,6 +141,7 @@ def run_update(
     folders: list[str | os.PathLike[str] | bytes],
     *,
     get_embedder: Callable[[], object],
+    preprocess: Preprocess | None = None,
     decode_limits: DecodeLimits,
     workers: int | None,
     on_commit: Callable[[WriteResult], None],
@@ -138,7 +149,11 @@ def run_update(
     follow_links: bool = False,
     include_hidden: bool = False,
 ) -> IndexReport:
-    """Scan ``folders`` and make the store match them. See :meth:`lookalike.Index.update`."""
+    """Scan ``folders`` and make the store match them. See :meth:`lookalike.Index.update`.
+
+    ``preprocess`` is the index's recorded preprocessing, when it has one: decoding then
+    starts in the workers while ``get_embedder()`` loads the model.
+    """
     t0 = time.perf_counter()
     report = IndexReport()
     # Every folder is checked before anything is written: a missing one changes nothing.
@@ -155,7 +170,10 @@ def run_update(
         batch = WriteBatch()
 
     if plan.tasks:
-        embedder = get_embedder()
+        embedder: Any = None
+        if preprocess is None:
+            embedder = get_embedder()
+            preprocess = embedder.setup.preprocess
         sizes = [t[2] for t in plan.tasks if t[4] is None]
         by_size = store.hashes_for_sizes(sizes) if sizes else {}
         known: dict[int, dict[str, int]] = {}
@@ -166,7 +184,6 @@ def run_update(
                 candidates[row.hash] = row.id  # touched, not changed: keep the vector
             known[key] = candidates
             decode_tasks.append(DecodeTask(key, path, size, mtime_ns, frozenset(candidates)))
-        batch_size = embedder.batch_size  # type: ignore[attr-defined]
         pending: list[tuple[tuple, DecodeResult]] = []
         done = 0
         since_commit = 0
@@ -176,7 +193,7 @@ def run_update(
             if not pending:
                 return
             te = time.perf_counter()
-            vectors = embedder.embed_pixels(np.stack([r.pixels for _, r in pending]))  # type: ignore[attr-defined]
+            vectors = embedder.embed_pixels(np.stack([r.pixels for _, r in pending]))
             report.embed_seconds += time.perf_counter() - te
             for (task, res), vec in zip(pending, vectors, strict=True):
                 _, path, size, mtime_ns, row = task
@@ -201,38 +218,37 @@ def run_update(
                 report.removed += 1
 
         tasks_by_key = {t[0]: t for t in plan.tasks}
-        depth = max(4 * batch_size, 64)
-        with DecodePool(embedder.setup.preprocess, decode_limits, workers=workers) as pool:  # type: ignore[attr-defined]
-            for res in _prefetch(pool.map(decode_tasks, max_in_flight=depth), depth):
-                task = tasks_by_key[res.key]
-                _, path, size, mtime_ns, row = task
-                done += 1
-                since_commit += 1
-                if res.reason is not None:
-                    _fail(task, res.reason, res.detail)
-                elif res.reused and res.hash is not None:
-                    source = known[res.key].get(res.hash)
-                    _reuse(store, batch, report, plan, task, source, res.hash)
-                else:
-                    pending.append((task, res))
-                    if len(pending) >= batch_size:
+        depth = 128
+        with DecodePool(preprocess, decode_limits, workers=workers) as pool:
+            prefetch = _Prefetch(pool.map(decode_tasks, max_in_flight=depth), depth)
+            try:
+                if embedder is None:
+                    embedder = get_embedder()  # overlaps with decoding in the workers
+                batch_size = embedder.batch_size
+                for res in prefetch:
+                    task = tasks_by_key[res.key]
+                    done += 1
+                    since_commit += 1
+                    if res.reason is not None:
+                        _fail(task, res.reason, res.detail)
+                    elif res.reused and res.hash is not None:
+                        source = known[res.key].get(res.hash)
+                        _reuse(store, batch, report, plan, task, source, res.hash)
+                    else:
+                        pending.append((task, res))
+                        if len(pending) < batch_size and since_commit < COMMIT_EVERY_RESULTS:
+                            continue
+                    if len(pending) >= batch_size or since_commit >= COMMIT_EVERY_RESULTS:
                         flush()
                         commit()
                         since_commit = 0
-                if since_commit >= COMMIT_EVERY_RESULTS:
-                    flush()
-                    commit()
-                    since_commit = 0
-                if on_progress and since_commit == 0:
-                    on_progress(
-                        Progress(
-                            done,
-                            total,
-                            report.embedded,
-                            len(report.failed),
-                            time.perf_counter() - t0,
-                        )
-                    )
+                        if on_progress:
+                            elapsed = time.perf_counter() - t0
+                            on_progress(
+                                Progress(done, total, report.embedded, len(report.failed), elapsed)
+                            )
+            finally:
+                prefetch.close()
             flush()
     batch.deletes.extend(plan.gone)
     report.removed += len(plan.gone)

@@ -221,7 +221,7 @@ def _worker_main(conn: Connection) -> None:
             if timeout:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         try:
-            conn.send(out)
+            conn.send(("result", out))
         except OSError:  # the parent is gone
             return
 
@@ -294,7 +294,8 @@ class DecodePool:
         pre: the model's preprocessing (pixels come back at ``pre.size``).
         limits: pixel, file-size and format limits.
         workers: worker processes; ``None``: one per usable CPU core; ``0``: decode in the
-            calling process (no time or memory limit; for tests and debugging).
+            calling process (no time or memory limit; for tests and debugging, and always
+            on non-POSIX systems).
         timeout_s: wall-clock seconds one file may take (read + decode + resize); ``None``:
             no limit.
         memory_limit_bytes: address-space limit of each worker (``RLIMIT_AS``); ``None``:
@@ -308,11 +309,15 @@ class DecodePool:
         ConfigError: a bad option value; from :meth:`map`, workers that cannot start.
 
     Example:
-        >>> tasks = [DecodeTask(i, p, st.st_size, st.st_mtime_ns) for i, (p, st) in ...]
-        >>> with DecodePool(Preprocess()) as pool:  # doctest: +SKIP
-        ...     for res in pool.map(tasks):
-        ...         if res.reason:
-        ...             print(res.path, res.reason, res.detail)
+        >>> def task(key, path):
+        ...     st = os.stat(path)
+        ...     return DecodeTask(key, path, st.st_size, st.st_mtime_ns)
+        >>> paths = [b"a.jpg", b"b.png"]
+        >>> with DecodePool(Preprocess(), workers=2) as pool:  # doctest: +SKIP
+        ...     for res in pool.map(task(i, p) for i, p in enumerate(paths)):
+        ...         print(res.key, res.reason or res.pixels.shape)
+        0 (224, 224, 3)
+        1 truncated
     """
 
     def __init__(
@@ -329,6 +334,8 @@ class DecodePool:
         check_preprocess(pre)
         if workers is None:
             workers = _default_workers()
+        if os.name != "posix":
+            workers = 0  # worker processes rely on POSIX fds, signals and rlimits
         if workers < 0:
             raise ConfigError("workers must be 0 or more")
         if timeout_s is not None and not timeout_s > 0:
@@ -508,11 +515,12 @@ class DecodePool:
                 elif msg[0] == "fatal":
                     w.fatal = msg[1]
                 else:
+                    out = msg[1]
                     task = w.assigned.popleft()
-                    if msg[0] != task.key:
-                        raise RuntimeError(f"decode worker answered {msg[0]!r} for {task.key!r}")
+                    if out[0] != task.key:
+                        raise RuntimeError(f"decode worker answered {out[0]!r} for {task.key!r}")
                     w.head_since = time.monotonic()
-                    results.append(_result(task, msg))
+                    results.append(_result(task, out))
         except (EOFError, OSError):
             death = self._on_death(w, requeued)
             if death is not None:

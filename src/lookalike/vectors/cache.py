@@ -228,6 +228,10 @@ class VectorCache:
         s = self._s
         return (s.state.epoch, s.state.generation, s.state.rows, s.tombstones)
 
+    def exists(self) -> bool:
+        """Whether the directory holds a cache state at all (current or not)."""
+        return CacheState.read(self.directory) is not None
+
     def is_current(self) -> bool:
         """Whether this snapshot matches the source's generation right now."""
         return self._snap is not None and self._snap.state.generation == self.source.generation()

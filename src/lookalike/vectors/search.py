@@ -161,9 +161,13 @@ class VectorSearch:
                 next search.
         """
         with self._lock:
-            self._cache.apply(
+            status = self._cache.apply(
                 added_ids, added_vectors, removed_ids, generation, previous_generation
             )
+            if status == "stale" and not self._cache.exists():
+                # No cache at all yet (first commit, or the directory was deleted): create
+                # it now, so that later commits append instead of leaving it stale.
+                self._cache.ensure_current()
             if self._ann is not None and self._cache.epoch != self._ann.epoch:
                 self._ann = None
 
