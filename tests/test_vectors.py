@@ -84,7 +84,7 @@ def test_exact_never_returns_tombstones():
     x = clustered(300, 32, seed=4)
     ids = np.arange(300, dtype=np.int64)
     ids[::2] = -1
-    scores, got = exact_search(x, ids, x[:4], 200, chunk_rows=64)
+    _scores, got = exact_search(x, ids, x[:4], 200, chunk_rows=64)
     assert set(got[got >= 0].tolist()) <= set(range(1, 300, 2))
     assert (got[:, 150:] == -1).all()  # only 150 live rows
 
@@ -192,7 +192,7 @@ def test_notify_after_missed_commit_is_stale_then_rebuilt(tmp_path, filled):
 
 
 def test_crash_between_commit_and_state_rebuilds(tmp_path, filled, monkeypatch):
-    src, x = filled
+    src, _x = filled
     c = VectorCache.open(tmp_path / "c", src)
     epoch = c.epoch
     v = clustered(3, 64, seed=77)
@@ -243,7 +243,7 @@ def test_compaction_when_tombstones_pass_30_percent(tmp_path, filled):
 
 
 def test_reader_keeps_its_snapshot_while_a_writer_appends(tmp_path, filled):
-    src, x = filled
+    src, _x = filled
     reader = VectorCache.open(tmp_path / "c", src)
     writer = VectorCache.open(tmp_path / "c", src)
     v = clustered(10, 64, seed=3)

@@ -54,7 +54,7 @@ QUERIES = clustered(100, seed=123)
 
 
 def test_build_stats_and_files(built):
-    src, vs, stats = built
+    _src, vs, stats = built
     assert stats["built"] and stats["rows"] == N and stats["kind"] == "pca-ivf"
     assert stats["memory_bytes"] > 0 and stats["nprobe"] >= 1 and stats["pca_dim"] == 64
     assert (vs.directory / "ann.faiss").exists() and (vs.directory / "ann.json").exists()
@@ -63,7 +63,7 @@ def test_build_stats_and_files(built):
 
 
 def test_ann_recall_at_10(built):
-    src, vs, stats = built
+    _src, vs, stats = built
     _, want = vs.search(QUERIES, 10, exact=True)
     scores, got = vs.search(QUERIES, 10)
     assert recall(got, want) >= 0.95, stats
@@ -86,7 +86,7 @@ def test_adds_are_found_and_deletes_never_returned(tmp_path):
     new = clustered(50, seed=7)
     gen, prev = src.put(np.arange(50_001, 50_051), new)
     vs.notify(np.arange(50_001, 50_051), new, np.empty(0, np.int64), gen, prev)
-    scores, ids = vs.search(new, 1)
+    _scores, ids = vs.search(new, 1)
     assert (ids[:, 0] == np.arange(50_001, 50_051)).all()  # the delta is scanned exactly
     assert vs._ann.build_id == build_id  # 50 rows: no extension yet
     _, top = vs.search(QUERIES[:10], 10)
@@ -125,7 +125,7 @@ def test_compaction_forces_rebuild(tmp_path):
 
 
 def test_allow_and_exclude_with_ann(built):
-    src, vs, _ = built
+    _src, vs, _ = built
     allow = np.arange(1, N + 1, 2)
     old = vs.gather_limit
     vs.gather_limit = 100  # force the filtered ANN path
@@ -139,8 +139,8 @@ def test_allow_and_exclude_with_ann(built):
 
 
 def test_pca_ivfpq_recall_and_size(tmp_path, built):
-    _, flat, flat_stats = built
-    src, vs = make(tmp_path, kind="pca-ivfpq", pq_m=16)  # 4 dims per code byte, as PQ64 on 256
+    _, _flat, flat_stats = built
+    _src, vs = make(tmp_path, kind="pca-ivfpq", pq_m=16)  # 4 dims per code byte, as PQ64 on 256
     stats = vs.build_ann()
     _, want = vs.search(QUERIES, 10, exact=True)
     _, got = vs.search(QUERIES, 10)
@@ -153,7 +153,7 @@ def test_pca_ivfpq_recall_and_size(tmp_path, built):
 
 
 def test_missing_faiss_names_the_package(tmp_path, monkeypatch):
-    src, vs = make(tmp_path)
+    _src, vs = make(tmp_path)
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
     with pytest.raises(MissingDependencyError, match="pip install faiss-cpu"):
         vs.search(QUERIES[:1], 5)

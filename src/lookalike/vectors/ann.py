@@ -159,7 +159,7 @@ class AnnIndex:
                 for part in np.array_split(sample, max(1, len(sample) // 8192))
             ]
         )
-        nlist = config.nlist or int(round(4 * np.sqrt(len(live))))
+        nlist = config.nlist or round(4 * np.sqrt(len(live)))
         nlist = max(1, min(nlist, len(sample) // 20 or 1))
         quantizer = faiss.IndexFlatIP(p)
         if config.kind == "pca-ivfpq":

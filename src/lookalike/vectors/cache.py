@@ -29,6 +29,7 @@ callers must drop returned ids that no longer exist in the store.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import uuid
@@ -224,7 +225,7 @@ class VectorCache:
 
     @property
     def key(self) -> tuple[str, int, int, int]:
-        """Changes whenever rows, tombstones or epoch change: (epoch, generation, rows, tombstones)."""
+        """(epoch, generation, rows, tombstones): changes whenever any of them does."""
         s = self._s
         return (s.state.epoch, s.state.generation, s.state.rows, s.tombstones)
 
@@ -281,10 +282,8 @@ class VectorCache:
         lo = (start * row_bytes) // _PAGE * _PAGE
         hi = min(len(snap.mm), stop * row_bytes)
         if hi > lo:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # exotic platforms: keep pages
                 snap.mm.madvise(_DONTNEED, lo, hi - lo)
-            except (OSError, ValueError):  # pragma: no cover - exotic platforms
-                pass
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Copy the given rows out of the map.
@@ -501,10 +500,8 @@ class VectorCache:
         """Bytes the cache files take on disk."""
         total = 0
         for name in (VECTORS_NAME, IDS_NAME, STATE_NAME):
-            try:
+            with contextlib.suppress(OSError):
                 total += (self.directory / name).stat().st_size
-            except OSError:
-                pass
         return total
 
     def info(self) -> dict[str, Any]:
@@ -525,7 +522,5 @@ class VectorCache:
         snap, self._snap = self._snap, None
         if snap is not None and snap.mm is not None:
             snap.matrix = np.empty((0, 0), dtype=np.float32)
-            try:
+            with contextlib.suppress(BufferError):  # a view is still held: the GC unmaps later
                 snap.mm.close()
-            except BufferError:  # someone still holds a view; the GC unmaps later
-                pass

@@ -34,7 +34,11 @@ from lookalike.vectors.source import VectorSource
 ANN_MODES = ("auto", "on", "off")
 DELTA_FRACTION = 0.10  # extend the ANN when rows appended since its build exceed this ...
 DELTA_ROWS = 32768  # ... or this many rows (an exact delta scan of 32k x 2048 is ~10 ms)
-REBUILD_GROWTH = 4.0  # retrain when the index has grown this much since it was trained
+REBUILD_GROWTH = 4.0
+# The ANN is first memory-mapped (a cold process answers in milliseconds without reading
+# the whole file), but scanning mapped lists costs ~2 ms more per query, so a process that
+# keeps searching reads it into memory after this many queries.
+PROMOTE_AFTER = 16  # retrain when the index has grown this much since it was trained
 _GATHER_CHUNK = 8192
 
 
@@ -95,6 +99,7 @@ class VectorSearch:
         self._cache = VectorCache(self.directory, source, durable=durable)
         self._ann: AnnIndex | None = None
         self._ann_stamp: tuple[int, int, int] | None = None
+        self._ann_queries = 0
         self._idmap: tuple[Any, np.ndarray, np.ndarray] | None = None
         self._bitmap: tuple[Any, np.ndarray] | None = None
         self._lock = threading.RLock()
@@ -246,9 +251,14 @@ class VectorSearch:
 
     # --- internals ------------------------------------------------------------------
     def _sync(self) -> VectorCache:
-        if self._cache.ensure_current() and self._ann is not None:
-            if self._ann.epoch != self._cache.epoch or self._ann.rows > self._cache.rows:
-                self._ann = None
+        changed = self._cache.ensure_current()
+        ann = self._ann
+        if (
+            changed
+            and ann is not None
+            and (ann.epoch != self._cache.epoch or ann.rows > self._cache.rows)
+        ):
+            self._ann = None
         return self._cache
 
     def _ann_wanted(self, live: int) -> bool:
@@ -342,6 +352,9 @@ class VectorSearch:
         ann = self._ensure_ann(c)
         if ann is None:
             return self._exact(q, k, allow, exclude)
+        self._ann_queries += len(q)
+        if not ann.writable and self._ann_queries > PROMOTE_AFTER:
+            ann = self._promote(c, ann)
         covered = ann.rows
         bitmap, n_eligible = self._eligible(allow_rows, exclude)
         top = TopK(len(q), k)
@@ -411,6 +424,14 @@ class VectorSearch:
             self._ann = ann
             self._ann_stamp = _stamp(self.directory / META_NAME)
             return ann
+
+    def _promote(self, cache: VectorCache, ann: AnnIndex) -> AnnIndex:
+        loaded = AnnIndex.load(
+            self.directory, self.ann_config, epoch=cache.epoch, max_rows=cache.rows, writable=True
+        )
+        if loaded is not None and loaded.build_id == ann.build_id:
+            self._ann = ann = loaded
+        return ann
 
     def _current_ann(self, cache: VectorCache, writable: bool = False) -> AnnIndex | None:
         """The in-memory ANN if still valid, else the saved one if it fits this snapshot."""
