@@ -130,3 +130,21 @@ def test_newer_schema_asks_for_upgrade(tmp_path):
     s.close()
     with pytest.raises(SchemaTooNewError, match="upgrade"):
         SQLiteStore(tmp_path / "i.db")
+
+
+def test_network_filesystem_is_detected(tmp_path):
+    from lookalike.store.sqlite import filesystem_type
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path}/nfs nfs4 rw 0 0\n")
+    assert filesystem_type(tmp_path / "nfs" / "sub" / "i.db", str(mounts)) == "nfs4"
+    assert filesystem_type(tmp_path / "local.db", str(mounts)) == "ext4"
+
+
+def test_network_filesystem_warns(tmp_path, monkeypatch):
+    import lookalike.store.sqlite as sq
+
+    monkeypatch.setattr(sq, "filesystem_type", lambda path: "nfs")
+    s = SQLiteStore(tmp_path / "i.db")
+    assert "network filesystem" in s.warnings[0]
+    s.close()

@@ -103,7 +103,10 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _open(db: str | None, **opts: Any) -> Any:
     from .index import Index
 
-    return Index.open(db, **opts)
+    idx = Index.open(db, **opts)
+    for warning in idx.warnings:
+        click.echo(f"lookalike: warning: {warning}", err=True)
+    return idx
 
 
 def _progress_context(enabled: bool) -> Any:

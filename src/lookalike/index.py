@@ -279,6 +279,11 @@ class Index:
     # -- the public operations ------------------------------------------------------------
 
     @property
+    def warnings(self) -> list[str]:
+        """Things the user should know that do not stop work (e.g. an index on NFS)."""
+        return list(getattr(self._store, "warnings", []))
+
+    @property
     def path(self) -> Path:
         return Path(getattr(self._store, "path", ""))
 

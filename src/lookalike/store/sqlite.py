@@ -52,6 +52,28 @@ CREATE TABLE IF NOT EXISTS folders (path BLOB PRIMARY KEY, added_at REAL NOT NUL
 """
 
 
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs", "ceph"}
+)
+
+
+def filesystem_type(path: Path, mounts: str = "/proc/mounts") -> str | None:
+    """The type of the filesystem holding ``path`` (Linux), or ``None`` if unknown."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            table = [line.split()[1:3] for line in f if len(line.split()) >= 3]
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for mount_point, fstype in table:
+        mount_point = mount_point.replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, fstype
+    return kind
+
+
 def _upper(prefix: bytes) -> bytes:
     """Smallest byte string greater than every string starting with ``prefix``."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
@@ -82,6 +104,14 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the folder for index {self.path}: {e}") from e
+        self.warnings: list[str] = []
+        fstype = filesystem_type(self.path.parent)
+        if fstype in NETWORK_FILESYSTEMS:
+            # SQLite's WAL needs shared memory between processes: unreliable over a network.
+            self.warnings.append(
+                f"index {self.path} is on a network filesystem ({fstype}); SQLite locking is "
+                "unreliable there: keep the index on a local disk (--db)"
+            )
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per batch.
