@@ -222,3 +222,30 @@ def test_search_while_indexing_writes(env, tmp_path, resnet50_weights):
     finally:
         proc.wait(timeout=300)
     assert proc.returncode == 0
+
+
+def test_terminal_gets_a_progress_bar_then_a_summary(env, tmp_path):
+    import pty
+
+    photos = make_photos(tmp_path / "bar", 40)
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdout and stderr are the terminal
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "lookalike", "index", str(photos), "--batch-size", "4"],
+            env,
+        )
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "indexing" in text and "img/s" in text and "/40" in text  # bar: count, rate
+    assert "40 added, 0 updated, 0 removed, 0 unchanged, 0 failed" in text
