@@ -5,7 +5,7 @@ Design, and why:
 - Workers are fresh interpreters (``python -c``, the equivalent of multiprocessing's
   *spawn*), never ``fork`` copies of a parent that holds torch threads, and they do not
   re-import the parent's ``__main__`` (which, for the CLI, would import the model code).
-  They import only :mod:`lookalike.decode.image` (numpy + Pillow) and start in ~0.2 s.
+  They import only :mod:`lookalike.decode` (numpy + Pillow) and start in ~0.2 s.
 - Each worker has its own socket pair and a short queue of tasks (at most
   :data:`_PREFETCH`); results come back in that worker's order, so when a worker dies the
   parent knows exactly which task it held (the head of its queue): that task gets one
@@ -28,24 +28,21 @@ limit), for tests and debugging.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection, wait
-from typing import IO, TYPE_CHECKING, Any
-
-import numpy as np
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .image import DecodeFailure, DecodeLimits, check_preprocess, decode_path
+from ._worker import _decode_one, _resolve, _Worker
+from .model_input import check_preprocess
+from .reasons import DecodeLimits
+from .tasks import DecodeResult, DecodeTask, _as_tuple, _result
 
 if TYPE_CHECKING:
     from ..setup import Preprocess
@@ -55,223 +52,6 @@ _PREFETCH = 2
 
 _STARTUP_TIMEOUT_S = 60.0
 _MAX_STARTUP_FAILURES = 3
-_HEAVY_MODULES = ("torch", "torchvision", "timm")
-
-# Run by each worker interpreter. The parent's sys.path arrives first, so lookalike (and a
-# test's decode_fn module) import exactly as in the parent.
-_BOOT = (
-    "import sys\n"
-    "from multiprocessing.connection import Connection\n"
-    "conn = Connection(int(sys.argv[1]))\n"
-    "sys.path[:] = conn.recv()\n"
-    "from lookalike.decode.pool import _worker_main\n"
-    "_worker_main(conn)\n"
-)
-
-
-@dataclass(frozen=True)
-class DecodeTask:
-    """One file to decode.
-
-    Attributes:
-        key: the caller's token, echoed in the result.
-        path: ``os.fsencode``-d path (file names need not be valid UTF-8).
-        size: ``st_size`` from the scan; a different size at read time is ``"changed"``.
-        mtime_ns: ``st_mtime_ns`` from the scan.
-        known_hashes: content hashes that already have a vector: a file whose hash is one of
-            them is not decoded and comes back with ``reused=True``.
-    """
-
-    key: int
-    path: bytes
-    size: int
-    mtime_ns: int
-    known_hashes: frozenset[str] = frozenset()
-
-
-@dataclass
-class DecodeResult:
-    """The outcome of one :class:`DecodeTask`: pixels, a reused hash, or a failure.
-
-    Attributes:
-        key: the task's key.
-        path: the task's path.
-        pixels: ``(H, W, 3)`` uint8 model input on success, else ``None``.
-        hash: the file's :func:`~lookalike.decode.content_hash` (``None`` on failure).
-        reused: the hash was in ``known_hashes``; ``pixels`` is ``None``.
-        reason: a code from :data:`~lookalike.decode.REASONS` on failure, else ``None``.
-        detail: a human sentence about the failure.
-    """
-
-    key: int
-    path: bytes
-    pixels: np.ndarray | None
-    hash: str | None
-    reused: bool = False
-    reason: str | None = None
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when the file decoded or was reused."""
-        return self.reason is None
-
-
-DecodeFn = Callable[..., "tuple[np.ndarray | None, str]"]
-
-
-def _resolve(spec: str | None) -> DecodeFn:
-    if spec is None:
-        return decode_path
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-
-
-def _decode_one(
-    fn: DecodeFn,
-    pre: Preprocess,
-    limits: DecodeLimits,
-    draft: bool,
-    task: tuple[int, bytes, int, int, frozenset[str]],
-) -> tuple[int, np.ndarray | None, str | None, bool, str | None, str]:
-    """Run one task; every outcome becomes ``(key, pixels, hash, reused, reason, detail)``."""
-    key, path, size, mtime_ns, known = task
-    try:
-        pixels, digest = fn(
-            path,
-            pre,
-            limits,
-            expect_size=size,
-            expect_mtime_ns=mtime_ns,
-            known_hashes=known,
-            draft=draft,
-        )
-    except DecodeFailure as e:
-        return key, None, None, False, e.reason, e.detail
-    except MemoryError:
-        return key, None, None, False, "too-large", "out of memory while decoding"
-    except Exception as e:
-        return key, None, None, False, "decode-error", f"{type(e).__name__}: {e}"
-    if pixels is None:
-        if digest in known:
-            return key, None, digest, True, None, ""
-        return key, None, None, False, "decode-error", "the decoder returned no pixels"
-    want = (*pre.size, 3)
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.shape != want:
-        got = getattr(pixels, "shape", None), getattr(pixels, "dtype", type(pixels).__name__)
-        return key, None, None, False, "decode-error", f"decoder gave {got}, expected {want} uint8"
-    return key, np.ascontiguousarray(pixels), digest, False, None, ""
-
-
-def _as_tuple(t: DecodeTask) -> tuple[int, bytes, int, int, frozenset[str]]:
-    return t.key, bytes(t.path), t.size, t.mtime_ns, frozenset(t.known_hashes)
-
-
-def _result(task: DecodeTask, out: tuple) -> DecodeResult:
-    _, pixels, digest, reused, reason, detail = out
-    return DecodeResult(task.key, task.path, pixels, digest, reused, reason, detail)
-
-
-# --------------------------------------------------------------------------- worker side
-
-
-def _set_memory_limit(limit: int) -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    with contextlib.suppress(ValueError, OSError):  # not enforceable everywhere (macOS)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _worker_main(conn: Connection) -> None:
-    """Body of a worker process: decode tasks from ``conn`` until ``None`` or EOF."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the per-task timer kills the process
-    try:
-        from ..setup import Preprocess
-
-        init = conn.recv()
-        pre = Preprocess(**init["pre"])
-        limits = DecodeLimits(
-            init["max_pixels"], init["max_file_bytes"], frozenset(init["allowed_formats"])
-        )
-        fn = _resolve(init["decode_fn"])
-        if init["memory_limit_bytes"]:
-            _set_memory_limit(init["memory_limit_bytes"])
-    except Exception as e:
-        with contextlib.suppress(OSError):
-            conn.send(("fatal", f"{type(e).__name__}: {e}"))
-        return
-    timeout, draft = init["timeout_s"], init["draft"]
-    conn.send(("ready", os.getpid(), [m for m in _HEAVY_MODULES if m in sys.modules]))
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        if timeout:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            out = _decode_one(fn, pre, limits, draft, task)
-        finally:
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        try:
-            conn.send(("result", out))
-        except OSError:  # the parent is gone
-            return
-
-
-# --------------------------------------------------------------------------- parent side
-
-
-class _Worker:
-    """The parent's handle on one worker process and the tasks it holds, in order."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection, stderr: IO[bytes]):
-        self.proc = proc
-        self.conn = conn
-        self.stderr = stderr
-        self.assigned: deque[DecodeTask] = deque()
-        self.ready = False
-        self.started = time.monotonic()
-        self.head_since = self.started
-        self.timed_out = False
-        self.fatal = ""
-
-    def stderr_tail(self) -> str:
-        """The most telling line the worker wrote to stderr, or ''."""
-        try:
-            self.stderr.seek(0, os.SEEK_END)
-            end = self.stderr.tell()
-            self.stderr.seek(max(0, end - 4000))
-            text = self.stderr.read().decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return ""
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
-        line = fatal[-1] if fatal else (lines[-1] if lines else "")
-        return line[:200]
-
-    def reap(self) -> int:
-        """Wait for the (dying) process and return its exit status."""
-        try:
-            return self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def dispose(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.wait(timeout=5)
-        self.conn.close()
-        self.stderr.close()
 
 
 def _default_workers() -> int:
@@ -352,7 +132,7 @@ class DecodePool:
         self.decode_fn = decode_fn
         self.draft = draft
         self.heavy_modules_in_workers: set[str] = set()
-        """Modules of :data:`_HEAVY_MODULES` found loaded in a worker: should stay empty."""
+        """Heavy modules (torch, torchvision, timm) found loaded in a worker: should stay empty."""
         self.restarts = 0
         """Workers replaced after a crash or timeout."""
         self._pool: list[_Worker] = []
@@ -568,28 +348,6 @@ class DecodePool:
         return DecodeResult(head.key, head.path, None, None, False, reason, detail)
 
     def _spawn(self) -> _Worker:
-        parent_sock, child_sock = socket.socketpair()
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by _Worker.dispose)
-        env = dict(os.environ)
-        # Workers need no BLAS or OpenMP threads (each reserves address space under RLIMIT_AS).
-        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-X", "faulthandler", "-c", _BOOT, str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the parent only; it stops workers
-            )
-        except BaseException:
-            parent_sock.close()
-            stderr.close()
-            raise
-        finally:
-            child_sock.close()
-        conn = Connection(parent_sock.detach())
         init: dict[str, Any] = {
             "pre": asdict(self.pre),
             "max_pixels": self.limits.max_pixels,
@@ -600,7 +358,4 @@ class DecodePool:
             "timeout_s": self.timeout_s,
             "draft": self.draft,
         }
-        with contextlib.suppress(OSError):
-            conn.send(list(sys.path))
-            conn.send(init)
-        return _Worker(proc, conn, stderr)
+        return _Worker.start(init)
