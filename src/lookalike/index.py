@@ -345,6 +345,7 @@ class Index:
             raise QueryError(
                 f"cannot read {os.fspath(path)}: {e.detail or e.reason}", e.reason
             ) from None
+        assert pixels is not None  # no known hashes were given: always decoded
         vec = embedder.embed_pixels(pixels[None])[0]
         if not np.all(np.isfinite(vec)):
             raise QueryError(f"the model gave no usable vector for {os.fspath(path)}", "bad-vector")

@@ -193,7 +193,9 @@ def run_update(
             if not pending:
                 return
             te = time.perf_counter()
-            vectors = embedder.embed_pixels(np.stack([r.pixels for _, r in pending]))
+            vectors = embedder.embed_pixels(
+                np.stack([r.pixels for _, r in pending if r.pixels is not None])
+            )
             report.embed_seconds += time.perf_counter() - te
             for (task, res), vec in zip(pending, vectors, strict=True):
                 _, path, size, mtime_ns, row = task
