@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_million.py                 # 1,000,000 x 2048, pca-ivf
     .venv/bin/python bench/bench_million.py --n 200000      # quick check
-    .venv/bin/python bench/bench_million.py --kind pca-ivfpq
+    .venv/bin/python bench/bench_million.py --kind pca-ivfpq --dir D --reuse   # after --keep
     .venv/bin/python bench/bench_million.py --via-index --n 200000   # through lookalike.Index
     .venv/bin/python bench/bench_million.py --data real.npy # your own (n, 2048) embeddings
 
@@ -171,13 +171,14 @@ COLD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
-from lookalike.vectors import VectorSearch
+from lookalike.vectors import AnnConfig, VectorSearch
 sys.path.insert(0, sys.argv[3])
 from bench_million import SyntheticSource, Embeddings
 q = np.load(sys.argv[2])
 src = SyntheticSource(None, 1); src.n = int(sys.argv[4]); src.gen = int(sys.argv[5])
 t1 = time.perf_counter()
-vs = VectorSearch(sys.argv[1], src, ann=sys.argv[6], ann_kind=sys.argv[7])
+config = AnnConfig(kind=sys.argv[7], pq_m=int(sys.argv[8]))
+vs = VectorSearch(sys.argv[1], src, ann=sys.argv[6], ann_config=config)
 vs.search(q[:1], 10)
 t2 = time.perf_counter()
 vs.search(q[1:2], 10)
@@ -216,6 +217,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--kind", default="pca-ivf", choices=["pca-ivf", "pca-ivfpq"])
+    ap.add_argument("--pq-m", type=int, default=32, help="PQ bytes per row (pca-ivfpq)")
     ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--candidates", type=int, default=None)
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
@@ -223,6 +225,9 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="(n, dim) .npy of real embeddings")
     ap.add_argument("--via-index", action="store_true", help="go through lookalike.Index")
     ap.add_argument("--no-durable", action="store_true", help="skip fsyncs")
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse the vectors a --keep run left in --dir"
+    )
     args = ap.parse_args()
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="lookalike-bench-"))
@@ -242,14 +247,16 @@ def main() -> None:
     queries = (
         rows_of.rows(n, n + args.queries) if args.data else rows_of.rows(0, args.queries, salt=1)
     )  # held out: not in the index
-    config = AnnConfig(kind=args.kind, nprobe=args.nprobe, candidates=args.candidates)
+    config = AnnConfig(
+        kind=args.kind, nprobe=args.nprobe, candidates=args.candidates, pq_m=args.pq_m
+    )
 
     # --- add ------------------------------------------------------------------------
     gen_s = add_s = 0.0
     if args.via_index:
         from lookalike import Index
 
-        index = Index.open(work / "bench.db", ann="auto")
+        index = Index.open(work / "bench.db", ann="on")
     else:
         source = SyntheticSource(rows_of, args.batch)
         vs = VectorSearch(
@@ -259,7 +266,11 @@ def main() -> None:
             ann_config=config,
             durable=not args.no_durable,
         )
-    for start in range(0, n, args.batch):
+    state = work / "bench.db.cache" / "state.json"
+    reuse = args.reuse and not args.via_index and state.exists()
+    if reuse:  # vectors of an earlier --keep run: same generator, same batches
+        source.n, source.gen = n, json.loads(state.read_text())["generation"]
+    for start in range(0, 0 if reuse else n, args.batch):
         stop = min(n, start + args.batch)
         t = time.perf_counter()
         vecs = rows_of.rows(start, stop)
@@ -277,6 +288,7 @@ def main() -> None:
         "seconds": round(add_s, 1),
         "generate_seconds": round(gen_s, 1),
         "peak_rss_mb": peak_mb(),
+        "reused": reuse,
     }
 
     # --- build ----------------------------------------------------------------------
@@ -284,7 +296,7 @@ def main() -> None:
     if args.via_index:
         vs = index._vector_search()  # what Index.update() calls at the end of a run
         vs.ann_config = config
-    stats = vs.build_ann()
+    stats = vs.build_ann(force=reuse)
     out["build"] = dict(
         stats, wall_seconds=round(time.perf_counter() - t, 1), peak_rss_mb=peak_mb()
     )
@@ -357,6 +369,7 @@ def main() -> None:
                 str(source.gen),
                 "auto",
                 args.kind,
+                str(args.pq_m),
             ],
             capture_output=True,
             text=True,

@@ -269,4 +269,8 @@ def test_release_keeps_results(tmp_path, filled):
     src, x = filled
     c = VectorCache.open(tmp_path / "c", src)
     c.release(0, c.rows)  # pages dropped from the process come back from the page cache
-    np.testing.assert_array_equal(c.gather(np.array([0, 1999])), x[[0, 1999]])
+    rows = np.array([0, 1, 2, 10, 11, 500, 1999])  # runs of consecutive rows: one read each
+    np.testing.assert_array_equal(c.gather(rows), x[rows])
+    np.testing.assert_array_equal(c.gather(np.array([7, 3])), x[[7, 3]])
+    with pytest.raises(IndexError):
+        c.gather(np.array([2000]))

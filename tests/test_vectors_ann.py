@@ -73,22 +73,29 @@ def test_ann_recall_at_10(built):
 def test_persisted_ann_reloads_identically(built):
     src, vs, _ = built
     again = VectorSearch(vs.directory, src, ann="on", ann_config=vs.ann_config)
-    a, b = vs.search(QUERIES[:20], 10), again.search(QUERIES[:20], 10)
+    a, b = vs.search(QUERIES[:5], 10), again.search(QUERIES[:5], 10)
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_allclose(a[0], b[0])
-    assert again._ann is not None and again._ann.build_id == vs._ann.build_id  # loaded, not built
+    assert (
+        again._keeper.ann is not None and again._keeper.ann.build_id == vs._keeper.ann.build_id
+    )  # loaded, not built
+    assert not again._keeper.ann.writable  # memory-mapped first (cold start) ...
+    for q in QUERIES[:20]:
+        again.search(q, 10)
+    assert again._keeper.ann.writable  # ... read into memory once the process keeps searching
+    np.testing.assert_array_equal(again.search(QUERIES[:20], 10)[1], vs.search(QUERIES[:20], 10)[1])
 
 
 def test_adds_are_found_and_deletes_never_returned(tmp_path):
     src, vs = make(tmp_path)
     vs.build_ann()
-    build_id = vs._ann.build_id
+    build_id = vs._keeper.ann.build_id
     new = clustered(50, seed=7)
     gen, prev = src.put(np.arange(50_001, 50_051), new)
     vs.notify(np.arange(50_001, 50_051), new, np.empty(0, np.int64), gen, prev)
     _scores, ids = vs.search(new, 1)
     assert (ids[:, 0] == np.arange(50_001, 50_051)).all()  # the delta is scanned exactly
-    assert vs._ann.build_id == build_id  # 50 rows: no extension yet
+    assert vs._keeper.ann.build_id == build_id  # 50 rows: no extension yet
     _, top = vs.search(QUERIES[:10], 10)
     gone = np.unique(top[top >= 0])
     gen, prev = src.put([], np.empty((0, DIM)), remove=gone)
@@ -108,19 +115,19 @@ def test_large_delta_extends_the_index(tmp_path):
     vs.notify(ids, more, np.empty(0, np.int64), gen, prev)
     _, got = vs.search(more[:5], 1)
     assert (got[:, 0] == ids[:5]).all()
-    assert vs._ann.rows == N + 2000  # > 10% appended: extended, same epoch
+    assert vs._keeper.ann.rows == N + 2000  # > 10% appended: extended, same epoch
 
 
 def test_compaction_forces_rebuild(tmp_path):
     src, vs = make(tmp_path)
     vs.build_ann()
-    epoch, build_id = vs._ann.epoch, vs._ann.build_id
+    epoch, build_id = vs._keeper.ann.epoch, vs._keeper.ann.build_id
     gone = np.arange(1, 4001)
     gen, prev = src.put([], np.empty((0, DIM)), remove=gone)
     vs.notify(np.empty(0, np.int64), np.empty((0, DIM), np.float32), gone, gen, prev)
     assert vs.info()["epoch"] != epoch and vs.info()["tombstones"] == 0
     _, got = vs.search(QUERIES[:10], 10)
-    assert vs._ann.epoch == vs.info()["epoch"] and vs._ann.build_id != build_id
+    assert vs._keeper.ann.epoch == vs.info()["epoch"] and vs._keeper.ann.build_id != build_id
     assert not np.isin(got, gone).any()
 
 
@@ -164,3 +171,26 @@ def test_faiss_is_imported_lazily():
     code = "import sys, lookalike.vectors; print('faiss' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_exclude_only_with_ann(built):
+    _src, vs, _ = built
+    _, first = vs.search(QUERIES[:5], 10)
+    drop = np.unique(first[:, :3])
+    _, got = vs.search(QUERIES[:5], 10, exclude=drop)
+    assert not np.isin(got, drop).any() and (got >= 0).all()
+    _, want = vs.search(QUERIES[:5], 10, exact=True, exclude=drop)
+    assert recall(got, want) >= 0.8
+
+
+def test_auto_builds_on_first_search_above_threshold(tmp_path):
+    src = MemorySource()
+    src.put(np.arange(1, N + 1), clustered(N))
+    config = AnnConfig(pca_dim=64, train_rows=8000, tune_queries=50)
+    below = VectorSearch(tmp_path / "a", src, ann_threshold=50_000, ann_config=config)
+    below.search(QUERIES[:2], 5)
+    assert not (tmp_path / "a" / "ann.faiss").exists()
+    assert below.build_ann()["built"] is False  # below the threshold: nothing to do
+    above = VectorSearch(tmp_path / "b", src, ann_threshold=5_000, ann_config=config)
+    above.search(QUERIES[:2], 5)
+    assert (tmp_path / "b" / "ann.faiss").exists() and above.info()["ann"]["present"]

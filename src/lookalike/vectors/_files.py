@@ -49,6 +49,15 @@ def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True)
         fsync_dir(path.parent)
 
 
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(mtime_ns, size, inode) of ``path``, None when missing: changes whenever it is replaced."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object at ``path``, or None when it is missing or unreadable."""
     try:

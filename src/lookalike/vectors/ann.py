@@ -11,11 +11,17 @@ Design, and why:
 * **IVF on the 256-d rows**, inner-product metric, ``nlist ~ 4 sqrt(n)``, trained on a
   sample of at most ``train_rows``. ``kind="pca-ivf"`` keeps the 256-d floats (1 KiB per
   row); ``kind="pca-ivfpq"`` keeps a 32-byte PQ code per row (``pq_m=32``).
-* **Re-rank.** The IVF proposes ``candidates`` rows (default ``max(100, 10k)``, four times
-  that for PQ) which are scored exactly against the float32 rows of the cache.
-* **nprobe is tuned at build time**: ``tune_queries`` live rows are searched (their own
-  row left out) and the smallest nprobe whose recall@10 against exact search reaches
-  ``target_recall`` is kept, with the recall it reached (``tuned_recall``).
+  Measured at 1M synthetic 2048-d rows (``bench/bench_million.py``, 2 shared cores):
+  pca-ivf takes 1.04 GB and reaches recall@10 0.975 at ~3 ms a query; pca-ivfpq (PQ32)
+  takes 46 MB and reaches 0.94 at ~24 ms, because PQ codes rank coarsely and it must
+  re-rank 1,600 candidates instead of 200 (PQ64: 78 MB, 0.89 vs PQ32's 0.87 at 800).
+* **Re-rank.** The IVF proposes ``candidates`` rows (tuned, see below; at least 100) which
+  are scored exactly against the float32 rows of the cache, read with ``pread``.
+* **nprobe and the candidate count are tuned at build time**: ``tune_queries`` live rows
+  are searched (their own row left out) and, among nprobe x candidates (10 to 80 per
+  result, 40 to 160 for PQ), the cheapest pair whose recall@10 against exact search reaches
+  ``target_recall`` is kept, with the recall it reached (``tuned_recall``). When no pair
+  reaches it (the PCA limits recall), the cheapest pair within half a point of the best.
 * **Row numbers, not image ids.** The IVF stores cache row numbers; tombstoned rows are
   filtered out during the IVF scan with an ``IDSelectorBitmap`` and rows appended after
   the build (the delta) are scanned exactly by the caller. ``ann.json`` records the cache
@@ -38,16 +44,17 @@ import numpy as np
 
 from lookalike.errors import ConfigError, MissingDependencyError
 from lookalike.vectors._files import read_json, write_json_atomic
+from lookalike.vectors._train import divisor, pca, tune
 from lookalike.vectors.cache import VectorCache
-from lookalike.vectors.exact import TopK, exact_search
+from lookalike.vectors.exact import TopK
 
 KINDS = ("pca-ivf", "pca-ivfpq")
 FORMAT = 1
 INDEX_NAME = "ann.faiss"
 META_NAME = "ann.json"
 MIN_ROWS = 1000  # below this an exact scan is faster than any index
-_NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _CHUNK = 16384
+_PARALLEL_QUERIES = 16  # fewer queries than this are searched on one thread
 
 
 def import_faiss() -> Any:
@@ -70,10 +77,11 @@ class AnnConfig:
         pca_dim: dimensions kept by the PCA.
         nlist: IVF lists; default ``4 * sqrt(rows)``, at most ``train_rows / 20``.
         nprobe: lists visited per query; default tuned at build time.
-        candidates: rows re-ranked exactly per query; default ``max(100, 10 k)``
-            (``max(400, 40 k)`` for PQ).
+        candidates: rows re-ranked exactly per query; default tuned at build time
+            (10 to 80 per result, 40 to 160 for PQ; at least 100), or ``max(100, 10 k)``
+            (``max(400, 40 k)`` for PQ) when nprobe is fixed.
         train_rows: sample size for the PCA and the IVF training.
-        target_recall: recall@10 the nprobe tuning aims for.
+        target_recall: recall@10 the tuning aims for (measured on indexed rows).
         tune_queries: queries used for the tuning.
         pq_m: PQ sub-quantizers (bytes per row) for ``pca-ivfpq``.
         seed: sampling seed.
@@ -86,7 +94,7 @@ class AnnConfig:
     candidates: int | None = None
     train_rows: int = 100_000
     target_recall: float = 0.98
-    tune_queries: int = 200
+    tune_queries: int = 100
     pq_m: int = 32
     seed: int = 0
 
@@ -150,7 +158,7 @@ class AnnIndex:
         d = cache.dim
         rng = np.random.default_rng(config.seed)
         sample = np.sort(rng.choice(live, size=min(len(live), config.train_rows), replace=False))
-        mean, proj, explained = _pca(cache, sample, min(config.pca_dim, d))
+        mean, proj, explained = pca(cache, sample, min(config.pca_dim, d))
         t_pca = time.perf_counter()
         p = proj.shape[1]
         train = np.concatenate(
@@ -163,7 +171,7 @@ class AnnIndex:
         nlist = max(1, min(nlist, len(sample) // 20 or 1))
         quantizer = faiss.IndexFlatIP(p)
         if config.kind == "pca-ivfpq":
-            m = config.pq_m if p % config.pq_m == 0 else _divisor(p, config.pq_m)
+            m = divisor(p, config.pq_m)
             ivf = faiss.IndexIVFPQ(quantizer, p, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
             ivf.pq.cp.min_points_per_centroid = 1  # no "too few points" warnings on stderr
         else:
@@ -176,7 +184,7 @@ class AnnIndex:
         faiss.copy_array_to_vector(np.ascontiguousarray(proj.T).ravel(), transform.A)
         transform.is_trained = True
         index = faiss.IndexPreTransform(transform, ivf)  # the wrapper keeps Python refs
-        meta = {
+        meta: dict[str, Any] = {
             "format": FORMAT,
             "kind": config.kind,
             "epoch": cache.epoch,
@@ -190,6 +198,8 @@ class AnnIndex:
             "explained_variance": round(explained, 4),
             "build_id": uuid.uuid4().hex,
         }
+        if config.kind == "pca-ivfpq":
+            meta["pq_m"] = int(ivf.pq.M)
         ann = cls(index, meta, config)
         ann.extend(cache)
         t_add = time.perf_counter()
@@ -233,40 +243,17 @@ class AnnIndex:
         return added
 
     def tune(self, cache: VectorCache, k: int = 10) -> None:
-        """Pick the smallest nprobe whose recall@k (own row left out) reaches the target."""
-        live = np.flatnonzero(cache.ids[: self.rows] >= 0)
-        rng = np.random.default_rng(self.config.seed + 1)
-        qrows = np.sort(
-            rng.choice(live, size=min(len(live), self.config.tune_queries), replace=False)
-        )
-        queries = cache.gather(qrows)
-        self_ids = cache.ids[qrows]
-        _, ref = exact_search(
-            cache.matrix[: self.rows], cache.ids[: self.rows], queries, k + 1, release=cache.release
-        )
-        ref_sets = [set(r[r != s].tolist()[:k]) for r, s in zip(ref, self_ids, strict=True)]
-        bitmap = live_bitmap(cache.ids[: self.rows])
-        nlist = int(self.meta["nlist"])
-        tried: list[tuple[int, float]] = []
-        for nprobe in [n for n in _NPROBES if n < nlist] + (
-            [nlist] if nlist <= _NPROBES[-1] else []
-        ):
-            top = TopK(len(queries), k + 1)
-            rows = self.candidates(queries, self.config.candidates_for(k + 1), nprobe, bitmap)
-            rerank(cache, queries, rows, top)
-            _, got = top.result()
-            hits = sum(
-                len(ref_sets[i] & set(g[g != s].tolist()[:k]))
-                for i, (g, s) in enumerate(zip(got, self_ids, strict=True))
-            )
-            tried.append((nprobe, hits / max(1, sum(len(r) for r in ref_sets))))
-            if tried[-1][1] >= self.config.target_recall:
-                break
-        # Target not reached: recall has plateaued (candidates or PCA limit it), so take
-        # the smallest nprobe within half a point of the best rather than the largest.
-        enough = min(max(r for _, r in tried) - 0.005, self.config.target_recall)
-        nprobe, recall = next((n, r) for n, r in tried if r >= enough)
+        """Choose nprobe and the candidate count (see :func:`lookalike.vectors._train.tune`)."""
+        nprobe, mult, recall = tune(self, cache, k)
         self.meta["nprobe"], self.meta["tuned_recall"] = nprobe, round(recall, 4)
+        self.meta["candidates_per_k"] = mult
+
+    def candidates_for(self, k: int) -> int:
+        """Rows re-ranked per query for k results: configured, else tuned, else the default."""
+        if self.config.candidates is not None:
+            return max(self.config.candidates, k)
+        mult = self.meta.get("candidates_per_k")
+        return max(int(mult * k), 100) if mult else self.config.candidates_for(k)
 
     # --- searching ------------------------------------------------------------------
     def candidates(
@@ -295,10 +282,18 @@ class AnnIndex:
         outer = faiss.SearchParametersPreTransform()
         outer.index_params = params
         count = int(min(count, max(1, self.index.ntotal)))
-        _, rows = self.index.search(
-            np.ascontiguousarray(queries, dtype=np.float32), count, params=outer
-        )
-        return rows
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(q) >= _PARALLEL_QUERIES:
+            return self.index.search(q, count, params=outer)[1]
+        # A few queries gain nothing from OpenMP and lose a lot when the cores are busy
+        # (measured at 1M rows, 2 shared cores: median 6.6 ms -> 2.2 ms). The setting is
+        # per calling thread in OpenMP, so other threads keep theirs.
+        previous = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self.index.search(q, count, params=outer)[1]
+        finally:
+            faiss.omp_set_num_threads(previous)
 
     # --- persistence ----------------------------------------------------------------
     def save(self, directory: Path, durable: bool = True) -> None:
@@ -338,6 +333,11 @@ class AnnIndex:
                 or meta.get("epoch") != epoch
                 or meta.get("kind") != config.kind
                 or int(meta.get("rows", -1)) > max_rows
+                or meta.get("pca_dim") not in (config.pca_dim, meta.get("dim"))
+                or (
+                    config.kind == "pca-ivfpq"
+                    and meta.get("pq_m") != divisor(int(meta["pca_dim"]), config.pq_m)
+                )
             ):
                 return None
             faiss = import_faiss()
@@ -368,6 +368,7 @@ class AnnIndex:
             "pca_dim",
             "nlist",
             "nprobe",
+            "candidates_per_k",
             "tuned_recall",
             "explained_variance",
             "seconds",
@@ -401,30 +402,3 @@ def rerank(cache: VectorCache, queries: np.ndarray, rows: np.ndarray, top: TopK)
     ids = cache.ids[uniq][inverse]
     scores = np.where(valid & (ids >= 0), scores, -np.inf).astype(np.float32)
     top.push(scores, np.where(valid, ids, -1))
-
-
-def _pca(cache: VectorCache, sample: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mean float32 (d,), projection float32 (d, p), and the variance fraction it keeps."""
-    d = cache.dim or 0
-    total = np.zeros(d, dtype=np.float64)
-    gram = np.zeros((d, d), dtype=np.float64)
-    for part in np.array_split(sample, max(1, len(sample) // 8192)):
-        block = cache.gather(part)
-        total += block.sum(axis=0, dtype=np.float64)
-        gram += block.T @ block  # float32 GEMM, accumulated in float64
-    n = max(1, len(sample))
-    mean = total / n
-    cov = gram / n - np.outer(mean, mean)
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1][:p]
-    explained = float(values[order].sum() / max(values.sum(), 1e-30))
-    return (
-        mean.astype(np.float32),
-        np.ascontiguousarray(vectors[:, order], dtype=np.float32),
-        explained,
-    )
-
-
-def _divisor(p: int, want: int) -> int:
-    """The largest divisor of p not above want (PQ needs p % m == 0)."""
-    return max(m for m in range(1, want + 1) if p % m == 0)

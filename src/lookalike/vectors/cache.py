@@ -32,111 +32,30 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lookalike.errors import ConfigError, StoreError
-from lookalike.vectors._files import directory_lock, read_json, write_json_atomic
+from lookalike.vectors._files import directory_lock, file_stamp
+from lookalike.vectors._snapshot import (
+    IDS_NAME,
+    STATE_NAME,
+    VECTORS_NAME,
+    CacheState,
+    Snapshot,
+    load_snapshot,
+    publish,
+    write_files,
+)
 from lookalike.vectors.source import VectorSource
 
-FORMAT = 1
-VECTORS_NAME = "vectors.f32"
-IDS_NAME = "ids.i64"
-STATE_NAME = "state.json"
 COMPACT_FRACTION = 0.30
-_RELEASE_BUDGET = 256 << 20  # bytes gathered from the map before its pages are dropped
+_PREADV = hasattr(os, "preadv")
 _PAGE = mmap.PAGESIZE
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
-
-
-@dataclass(frozen=True)
-class CacheState:
-    """The content of ``state.json``."""
-
-    generation: int
-    rows: int
-    dim: int | None
-    epoch: str
-
-    @classmethod
-    def read(cls, directory: Path) -> CacheState | None:
-        data = read_json(directory / STATE_NAME)
-        try:
-            if data is None or data["format"] != FORMAT:
-                return None
-            dim = data["dim"]
-            state = cls(
-                int(data["generation"]),
-                int(data["rows"]),
-                None if dim is None else int(dim),
-                str(data["epoch"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-        if state.rows < 0 or (state.rows and not state.dim):
-            return None
-        return state
-
-    def write(self, directory: Path, durable: bool) -> None:
-        data = {
-            "format": FORMAT,
-            "generation": self.generation,
-            "rows": self.rows,
-            "dim": self.dim,
-            "epoch": self.epoch,
-        }
-        write_json_atomic(directory / STATE_NAME, data, durable=durable)
-
-
-class _Snapshot:
-    """One consistent view of the files: state, mapped vectors, ids in memory."""
-
-    def __init__(self, directory: Path, state: CacheState) -> None:
-        self.state = state
-        self.mm: mmap.mmap | None = None
-        dim = state.dim or 0
-        nbytes = state.rows * dim * 4
-        if nbytes:
-            with open(directory / VECTORS_NAME, "rb") as f:
-                if os.fstat(f.fileno()).st_size < nbytes:
-                    raise ValueError("vectors file shorter than its state")
-                self.mm = mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_READ)
-            self.matrix = np.frombuffer(self.mm, dtype=np.float32).reshape(state.rows, dim)
-            ids = np.fromfile(directory / IDS_NAME, dtype=np.int64, count=state.rows)
-            if len(ids) != state.rows:
-                raise ValueError("ids file shorter than its state")
-        else:
-            self.matrix = np.empty((0, dim), dtype=np.float32)
-            ids = np.empty(0, dtype=np.int64)
-        self.ids = ids
-        self.tombstones = int(np.count_nonzero(ids < 0))
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _load(directory: Path, generation: int) -> _Snapshot | None:
-    """Map the files if their state is at ``generation`` and stays put while we map them."""
-    for _ in range(5):
-        state = CacheState.read(directory)
-        if state is None or state.generation != generation:
-            return None
-        try:
-            snap = _Snapshot(directory, state)
-        except (OSError, ValueError):
-            snap = None
-        if CacheState.read(directory) == state:  # no rebuild slipped in between
-            return snap
-    return None
 
 
 class VectorCache:
@@ -154,9 +73,8 @@ class VectorCache:
         self.directory = Path(directory)
         self.source = source
         self.durable = durable
-        self._snap: _Snapshot | None = None
+        self._snap: Snapshot | None = None
         self._stamp: tuple[int, int, int] | None = None
-        self._gathered = 0
 
     @classmethod
     def open(
@@ -175,7 +93,7 @@ class VectorCache:
 
     # --- the snapshot ---------------------------------------------------------------
     @property
-    def _s(self) -> _Snapshot:
+    def _s(self) -> Snapshot:
         if self._snap is None:
             self.ensure_current()
         assert self._snap is not None
@@ -245,29 +163,28 @@ class VectorCache:
             True when the snapshot changed.
         """
         generation = self.source.generation()
-        stamp = _stamp(self.directory / STATE_NAME)
+        stamp = file_stamp(self.directory / STATE_NAME)
         snap = self._snap
         if snap is not None and snap.state.generation == generation:
             if stamp == self._stamp:
                 return False
-            fresh = _load(self.directory, generation)
+            fresh = load_snapshot(self.directory, generation)
             self._stamp = stamp
             if fresh is None or fresh.state == snap.state:
                 return False  # ours is still valid (old files stay mapped)
             self._install(fresh)
             return True
-        fresh = _load(self.directory, generation)
+        fresh = load_snapshot(self.directory, generation)
         if fresh is None:
             with directory_lock(self.directory):
                 generation = self.source.generation()
-                fresh = _load(self.directory, generation) or self._rebuild_locked()
+                fresh = load_snapshot(self.directory, generation) or self._rebuild_locked()
         self._install(fresh)
         return True
 
-    def _install(self, snap: _Snapshot) -> None:
+    def _install(self, snap: Snapshot) -> None:
         self._snap = snap
-        self._stamp = _stamp(self.directory / STATE_NAME)
-        self._gathered = 0
+        self._stamp = file_stamp(self.directory / STATE_NAME)
 
     # --- page management ------------------------------------------------------------
     def release(self, start: int, stop: int) -> None:
@@ -286,7 +203,11 @@ class VectorCache:
                 snap.mm.madvise(_DONTNEED, lo, hi - lo)
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Copy the given rows out of the map.
+        """Copy the given rows out of the file.
+
+        Reads with ``preadv`` (one call per run of consecutive rows) rather than through
+        the map: touching scattered rows of a map makes the kernel map whole large folios
+        around each (up to 2 MiB), so a few hundred random rows could pin gigabytes.
 
         Args:
             rows: int64 (m,), row numbers in [0, rows).
@@ -295,12 +216,25 @@ class VectorCache:
             float32 (m, dim), a private copy.
         """
         snap = self._s
-        rows = np.asarray(rows, dtype=np.int64)
-        out = snap.matrix[rows]
-        self._gathered += out.nbytes * 2  # a row usually straddles two pages
-        if self._gathered > _RELEASE_BUDGET:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if snap.file is None or not _PREADV or len(rows) == 0:
+            out = np.array(snap.matrix[rows])
             self.release(0, snap.state.rows)
-            self._gathered = 0
+            return out
+        if rows.min() < 0 or rows.max() >= snap.state.rows:
+            raise IndexError("row out of range")
+        row_bytes = (snap.state.dim or 0) * 4
+        out = np.empty((len(rows), snap.state.dim or 0), dtype=np.float32)
+        buf = out.data.cast("B")
+        fd = snap.file.fileno()
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.r_[0, breaks].tolist()
+        stops = np.r_[breaks, len(rows)].tolist()
+        for a, b, first in zip(starts, stops, rows[starts].tolist(), strict=True):
+            want = (b - a) * row_bytes
+            got = os.preadv(fd, [buf[a * row_bytes : b * row_bytes]], first * row_bytes)
+            if got != want:
+                raise OSError(f"short read from {self.directory / VECTORS_NAME}")
         return out
 
     # --- writing --------------------------------------------------------------------
@@ -309,47 +243,19 @@ class VectorCache:
         with directory_lock(self.directory):
             self._install(self._rebuild_locked())
 
-    def _rebuild_locked(self) -> _Snapshot:
+    def _rebuild_locked(self) -> Snapshot:
         d = self.directory
-        d.mkdir(parents=True, exist_ok=True)
-        (d / STATE_NAME).unlink(missing_ok=True)  # nobody trusts the files while they change
-        tmp_v, tmp_i = d / f"{VECTORS_NAME}.tmp", d / f"{IDS_NAME}.tmp"
         try:
             for _ in range(5):
                 generation = self.source.generation()
-                rows, dim = self._copy_source(tmp_v, tmp_i)
-                if self.source.generation() == generation:
-                    break
-            else:
-                raise StoreError(
-                    "the index kept changing while its vector cache was rebuilt; retry"
+                rows, dim = write_files(
+                    d, self.source.iter_vectors(), self.source.dim(), self.durable
                 )
-            os.replace(tmp_v, d / VECTORS_NAME)
-            os.replace(tmp_i, d / IDS_NAME)
-            state = CacheState(generation, rows, dim, uuid.uuid4().hex)
-            state.write(d, self.durable)
+                if self.source.generation() == generation:
+                    return publish(d, generation, rows, dim, self.durable)
         except OSError as exc:
             raise StoreError(f"cannot write the vector cache in {d}: {exc}") from exc
-        return _Snapshot(d, state)
-
-    def _copy_source(self, tmp_v: Path, tmp_i: Path) -> tuple[int, int | None]:
-        dim = self.source.dim()
-        rows = 0
-        with open(tmp_v, "wb") as fv, open(tmp_i, "wb") as fi:
-            for ids, vectors in self.source.iter_vectors():
-                ids = np.ascontiguousarray(ids, dtype=np.int64)
-                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                if vectors.ndim != 2 or len(ids) != len(vectors):
-                    raise StoreError("the store yielded ids and vectors of different lengths")
-                if dim is None:
-                    dim = vectors.shape[1]
-                if vectors.shape[1] != dim:
-                    raise StoreError(f"the store holds vectors of dim {vectors.shape[1]} and {dim}")
-                fv.write(memoryview(vectors).cast("B"))
-                fi.write(memoryview(ids).cast("B"))
-                rows += len(ids)
-            self._flush(fv, fi)
-        return rows, (dim if rows else self.source.dim())
+        raise StoreError("the index kept changing while its vector cache was rebuilt; retry")
 
     def _flush(self, *files: Any) -> None:
         for f in files:
@@ -399,14 +305,14 @@ class VectorCache:
         with directory_lock(self.directory):
             disk = CacheState.read(self.directory)
             if disk is not None and disk.generation == generation:
-                snap = _load(self.directory, generation)
+                snap = load_snapshot(self.directory, generation)
                 if snap is not None:
                     self._install(snap)
                     return "current"
             if disk is None or disk.generation != previous_generation:
                 return "stale"
             if self._snap is None or self._snap.state != disk:
-                snap = _load(self.directory, previous_generation)
+                snap = load_snapshot(self.directory, previous_generation)
                 if snap is None:
                     return "stale"
                 self._install(snap)
@@ -451,18 +357,18 @@ class VectorCache:
                     fi.seek(row * 8)
                     fi.write(tomb)
             fi.seek(rows0 * 8)
-            fi.write(memoryview(added_ids).cast("B"))
+            fi.write(added_ids.data.cast("B"))
             fi.truncate()
             if len(added_ids):
                 with open(d / VECTORS_NAME, "r+b" if (d / VECTORS_NAME).exists() else "w+b") as fv:
                     fv.seek(rows0 * (dim or 0) * 4)
-                    fv.write(memoryview(added).cast("B"))
+                    fv.write(added.data.cast("B"))
                     fv.truncate()
                     self._flush(fv)
             self._flush(fi)
         state = CacheState(generation, rows0 + len(added_ids), dim, snap.state.epoch)
         state.write(d, self.durable)
-        new = _Snapshot(d, state)
+        new = Snapshot(d, state)
         self._install(new)
 
     def compact(self) -> None:
@@ -472,29 +378,21 @@ class VectorCache:
         """
         with directory_lock(self.directory):
             snap = self._s
-            d = self.directory
             live = np.flatnonzero(snap.ids >= 0)
-            (d / STATE_NAME).unlink(missing_ok=True)
-            tmp_v, tmp_i = d / f"{VECTORS_NAME}.tmp", d / f"{IDS_NAME}.tmp"
-            step = 16384
+
+            def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                for start in range(0, len(live), 16384):
+                    part = live[start : start + 16384]
+                    yield snap.ids[part], self.gather(part)
+
             try:
-                with open(tmp_v, "wb") as fv, open(tmp_i, "wb") as fi:
-                    for start in range(0, len(live), step):
-                        part = live[start : start + step]
-                        block = np.ascontiguousarray(snap.matrix[part])
-                        self.release(int(part[0]), int(part[-1]) + 1)
-                        fv.write(memoryview(block).cast("B"))
-                        fi.write(memoryview(np.ascontiguousarray(snap.ids[part])).cast("B"))
-                    self._flush(fv, fi)
-                os.replace(tmp_v, d / VECTORS_NAME)
-                os.replace(tmp_i, d / IDS_NAME)
-                state = CacheState(
-                    snap.state.generation, len(live), snap.state.dim, uuid.uuid4().hex
-                )
-                state.write(d, self.durable)
+                rows, dim = write_files(self.directory, chunks(), snap.state.dim, self.durable)
+                new = publish(self.directory, snap.state.generation, rows, dim, self.durable)
             except OSError as exc:
-                raise StoreError(f"cannot write the vector cache in {d}: {exc}") from exc
-            self._install(_Snapshot(d, state))
+                raise StoreError(
+                    f"cannot write the vector cache in {self.directory}: {exc}"
+                ) from exc
+            self._install(new)
 
     def nbytes(self) -> int:
         """Bytes the cache files take on disk."""
@@ -520,6 +418,8 @@ class VectorCache:
     def close(self) -> None:
         """Unmap the files (views handed out earlier keep their pages alive)."""
         snap, self._snap = self._snap, None
+        if snap is not None and snap.file is not None:
+            snap.file.close()
         if snap is not None and snap.mm is not None:
             snap.matrix = np.empty((0, 0), dtype=np.float32)
             with contextlib.suppress(BufferError):  # a view is still held: the GC unmaps later

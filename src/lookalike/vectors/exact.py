@@ -126,7 +126,9 @@ def score_block(block: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """float32 (nq, m) inner products of queries (nq, d) with block rows (m, d)."""
     if len(queries) == 1:  # a matrix-vector product streams the block once at full speed
         return (block @ queries[0])[None, :]
-    return queries @ block.T
+    # (m, d) @ (d, nq) is several times faster in OpenBLAS than (nq, d) @ (d, m) for few
+    # queries; the transposed copy of the small result is cheap.
+    return np.ascontiguousarray((block @ queries.T).T)
 
 
 def block_mask(

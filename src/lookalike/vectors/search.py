@@ -1,14 +1,15 @@
 """The vector-index seam the engine calls: exact or approximate top-k over the cache.
 
-The ANN threshold (100,000 live rows by default) is where an exact scan stops being
-"instant": exact search streams every row once, about 8 KiB per 2048-d row, so 100k rows
-are ~0.8 GB per query (~40-80 ms on the 2-core box of issue #3, see BENCHMARKS.md) and 1M
-rows ~8 GB (~0.4-0.8 s). Below the threshold an index would cost more to build than it saves.
+Why the ANN threshold is 100,000 live rows: an exact query streams every row once, 8 KiB
+per 2048-d row. Measured on the 2-core box of issue #3 (``bench/bench_exact.py``): 100k
+rows (0.82 GB) take 37 ms when the box is quiet (22 GB/s, the numpy ceiling is ~24) and
+~105 ms when the other core is busy; 1M rows (8.2 GB) take 0.5-1.2 s. Building the ANN
+costs ~20-35 s at 100-200k rows and ~90 s at 1M, and then answers in ~3 ms at 1M. Below
+~100k rows exact search is already instant and an index would not repay its build.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import ConfigError
-from lookalike.vectors._files import directory_lock
-from lookalike.vectors.ann import META_NAME, MIN_ROWS, AnnConfig, AnnIndex, live_bitmap, rerank
+from lookalike.vectors._keeper import AnnKeeper
+from lookalike.vectors.ann import MIN_ROWS, AnnConfig, live_bitmap, rerank
 from lookalike.vectors.cache import VectorCache
 from lookalike.vectors.exact import (
     TopK,
@@ -32,13 +33,6 @@ from lookalike.vectors.exact import (
 from lookalike.vectors.source import VectorSource
 
 ANN_MODES = ("auto", "on", "off")
-DELTA_FRACTION = 0.10  # extend the ANN when rows appended since its build exceed this ...
-DELTA_ROWS = 32768  # ... or this many rows (an exact delta scan of 32k x 2048 is ~10 ms)
-REBUILD_GROWTH = 4.0
-# The ANN is first memory-mapped (a cold process answers in milliseconds without reading
-# the whole file), but scanning mapped lists costs ~2 ms more per query, so a process that
-# keeps searching reads it into memory after this many queries.
-PROMOTE_AFTER = 16  # retrain when the index has grown this much since it was trained
 _GATHER_CHUNK = 8192
 
 
@@ -92,19 +86,28 @@ class VectorSearch:
         self.source = source
         self.ann_mode = ann
         self.ann_threshold = ann_threshold
-        self.ann_config = ann_config or AnnConfig(
+        self._ann_config = ann_config or AnnConfig(
             kind=ann_kind, nprobe=nprobe, candidates=candidates
         )
         self.gather_limit = gather_limit
         self._cache = VectorCache(self.directory, source, durable=durable)
-        self._ann: AnnIndex | None = None
-        self._ann_stamp: tuple[int, int, int] | None = None
-        self._ann_queries = 0
+        self._keeper = AnnKeeper(self.directory, self._ann_config, durable)
         self._idmap: tuple[Any, np.ndarray, np.ndarray] | None = None
         self._bitmap: tuple[Any, np.ndarray] | None = None
         self._lock = threading.RLock()
 
     # --- public ---------------------------------------------------------------------
+    @property
+    def ann_config(self) -> AnnConfig:
+        """The ANN knobs used for the next build (and to accept a saved index)."""
+        return self._ann_config
+
+    @ann_config.setter
+    def ann_config(self, config: AnnConfig) -> None:
+        with self._lock:
+            self._ann_config = self._keeper.config = config
+            self._keeper.ann = None
+
     def search(
         self,
         queries: np.ndarray,
@@ -173,8 +176,7 @@ class VectorSearch:
                 # No cache at all yet (first commit, or the directory was deleted): create
                 # it now, so that later commits append instead of leaving it stale.
                 self._cache.ensure_current()
-            if self._ann is not None and self._cache.epoch != self._ann.epoch:
-                self._ann = None
+            self._keeper.forget_if_stale(self._cache)
 
     def build_ann(self, force: bool = False) -> dict[str, Any]:
         """Build (or extend) the approximate index now, e.g. at the end of an indexing run.
@@ -204,7 +206,7 @@ class VectorSearch:
                     "rows": cache.live,
                     "kind": self.ann_config.kind,
                 }
-            ann = self._ensure_ann(cache, rebuild=force, extend_any=True)
+            ann = self._keeper.get(cache, rebuild=force, extend_any=True)
             if ann is None:
                 return {
                     "built": False,
@@ -224,11 +226,7 @@ class VectorSearch:
         with self._lock:
             cache = self._sync()
             out = cache.info()
-            ann = self._ann
-            if ann is None and self._faiss_ok():
-                ann = AnnIndex.load(
-                    self.directory, self.ann_config, epoch=cache.epoch, max_rows=cache.rows
-                )
+            ann = self._keeper.peek(cache) if self._faiss_ok() else None
             out["ann"] = (
                 {"present": False, "mode": self.ann_mode, "threshold": self.ann_threshold}
                 if ann is None
@@ -245,20 +243,14 @@ class VectorSearch:
     def close(self) -> None:
         """Unmap the cache and drop the ANN."""
         with self._lock:
-            self._ann = None
+            self._keeper.ann = None
             self._idmap = self._bitmap = None
             self._cache.close()
 
     # --- internals ------------------------------------------------------------------
     def _sync(self) -> VectorCache:
-        changed = self._cache.ensure_current()
-        ann = self._ann
-        if (
-            changed
-            and ann is not None
-            and (ann.epoch != self._cache.epoch or ann.rows > self._cache.rows)
-        ):
-            self._ann = None
+        if self._cache.ensure_current():
+            self._keeper.forget_if_stale(self._cache)
         return self._cache
 
     def _ann_wanted(self, live: int) -> bool:
@@ -349,16 +341,17 @@ class VectorSearch:
         exclude: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         c = self._cache
-        ann = self._ensure_ann(c)
+        key = c.key
+        ann = self._keeper.get(c)
         if ann is None:
             return self._exact(q, k, allow, exclude)
-        self._ann_queries += len(q)
-        if not ann.writable and self._ann_queries > PROMOTE_AFTER:
-            ann = self._promote(c, ann)
+        if c.key != key and allow is not None:  # another process compacted meanwhile
+            allow_rows = self._rows_of(allow)
+        ann = self._keeper.counted(c, ann, len(q))
         covered = ann.rows
         bitmap, n_eligible = self._eligible(allow_rows, exclude)
         top = TopK(len(q), k)
-        rows = ann.candidates(q, self.ann_config.candidates_for(k), bitmap=bitmap)
+        rows = ann.candidates(q, ann.candidates_for(k), bitmap=bitmap)
         rerank(c, q, rows, top)
         if c.rows > covered:  # rows appended since the ANN was built: scan them exactly
 
@@ -374,85 +367,3 @@ class VectorSearch:
             es, ei = self._exact(q[short], k, allow, exclude)
             scores[short], ids[short] = es, ei
         return scores, ids
-
-    def _ensure_ann(
-        self, cache: VectorCache, *, rebuild: bool = False, extend_any: bool = False
-    ) -> AnnIndex | None:
-        """The ANN for this snapshot: loaded, extended or built as needed."""
-        if cache.live == 0:
-            return None
-        ann = None if rebuild else self._current_ann(cache)
-        if ann is not None:
-            delta = cache.rows - ann.rows
-            limit = 1 if extend_any else min(DELTA_FRACTION * ann.rows, DELTA_ROWS)
-            if delta < limit:
-                return ann
-        with directory_lock(self.directory):
-            if (
-                cache.ensure_current()
-                and self._ann is not None
-                and (self._ann.epoch != cache.epoch or self._ann.rows > cache.rows)
-            ):
-                self._ann = None  # another process compacted: never index a stale epoch
-            if not rebuild:  # another process may have done the work meanwhile
-                self._ann_stamp = None
-                ann = self._current_ann(cache, writable=True)
-            if ann is not None and cache.rows - ann.rows < (
-                1 if extend_any else min(DELTA_FRACTION * ann.rows, DELTA_ROWS)
-            ):
-                return ann
-            if (
-                ann is None
-                or rebuild
-                or cache.rows > REBUILD_GROWTH * int(ann.meta.get("trained_rows", 1))
-            ):
-                ann = AnnIndex.build(cache, self.ann_config)
-            else:
-                if not ann.writable:
-                    ann = (
-                        AnnIndex.load(
-                            self.directory,
-                            self.ann_config,
-                            epoch=cache.epoch,
-                            max_rows=cache.rows,
-                            writable=True,
-                        )
-                        or ann
-                    )
-                ann.extend(cache)
-            ann.save(self.directory, self._cache.durable)
-            self._ann = ann
-            self._ann_stamp = _stamp(self.directory / META_NAME)
-            return ann
-
-    def _promote(self, cache: VectorCache, ann: AnnIndex) -> AnnIndex:
-        loaded = AnnIndex.load(
-            self.directory, self.ann_config, epoch=cache.epoch, max_rows=cache.rows, writable=True
-        )
-        if loaded is not None and loaded.build_id == ann.build_id:
-            self._ann = ann = loaded
-        return ann
-
-    def _current_ann(self, cache: VectorCache, writable: bool = False) -> AnnIndex | None:
-        """The in-memory ANN if still valid, else the saved one if it fits this snapshot."""
-        stamp = _stamp(self.directory / META_NAME)
-        ann = self._ann
-        if ann is not None and stamp == self._ann_stamp and (ann.writable or not writable):
-            return ann
-        ann = AnnIndex.load(
-            self.directory,
-            self.ann_config,
-            epoch=cache.epoch,
-            max_rows=cache.rows,
-            writable=writable,
-        )
-        self._ann, self._ann_stamp = ann, stamp
-        return ann
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
