@@ -199,3 +199,14 @@ def test_open_add_and_search_never_import_torch(tmp_path):
         "assert 'timm' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_deleted_cache_is_rebuilt_in_sync(tmp_path, folder):
+    with open_index(tmp_path) as idx:
+        idx.update(folder)
+    shutil.rmtree(tmp_path / "idx.db.cache")
+    photo(folder / "new.png", 555)
+    with open_index(tmp_path) as idx:
+        idx.update(folder)
+        hits = idx.search_vector(np.ones(16 * 16 * 3), k=100)
+        assert len(hits) == 14  # everything, not only what changed since the cache went

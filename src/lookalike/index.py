@@ -244,9 +244,21 @@ class Index:
     def _get_embedder(self) -> Any:
         if self._embedder is None:
             from .embed import load_embedder
+            from .embed.compiled import load_compiled, save_compiled
 
-            embedder = load_embedder(self._effective_options())
-            self._check_setup(embedder.setup)
+            opts = self._effective_options()
+            recorded = self.setup
+            embedder = None
+            if recorded is not None and self._cache_dir is not None:
+                # A model saved by an earlier run loads in a fraction of a second, without timm.
+                embedder = load_compiled(self._cache_dir, recorded, opts)
+            if embedder is None:
+                embedder = load_embedder(opts)
+                self._check_setup(embedder.setup)
+                if self._cache_dir is not None and save_compiled(self._cache_dir, embedder, opts):
+                    # Embed with what later runs will load: the same vectors for the index and
+                    # its queries, and OpenVINO's bf16 is ~3x faster than TorchScript on a CPU.
+                    embedder = load_compiled(self._cache_dir, embedder.setup, opts) or embedder
             self._embedder = embedder
         return self._embedder
 
@@ -267,7 +279,7 @@ class Index:
     def _on_commit(self, result: WriteResult) -> None:
         if result.generation == result.previous_generation:
             return
-        if self._vectors is not None or (self._cache_dir and self._cache_dir.exists()):
+        if self._cache_dir is not None:  # keep the derived cache in step, commit by commit
             self._vector_search().notify(
                 result.added_ids,
                 result.added_vectors,
