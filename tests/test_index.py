@@ -210,3 +210,26 @@ def test_deleted_cache_is_rebuilt_in_sync(tmp_path, folder):
         idx.update(folder)
         hits = idx.search_vector(np.ones(16 * 16 * 3), k=100)
         assert len(hits) == 14  # everything, not only what changed since the cache went
+
+
+def test_changed_weights_file_is_detected_without_rehashing_an_unchanged_one(
+    tmp_path, folder, tiny_weights, monkeypatch
+):
+    import lookalike.embed as embed
+
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    fake = PixelEmbedder()
+    fp = embed.weights_fingerprint(embed.EmbedderOptions(weights=str(w)))
+    fake.setup = fake.setup.__class__(**{**fake.setup.__dict__, "weights": fp})
+    Index.open(tmp_path / "w.db", embedder=fake, weights=w, workers=0).close()
+    calls = []
+    real = embed.weights_fingerprint
+    monkeypatch.setattr(embed, "weights_fingerprint", lambda o: calls.append(1) or real(o))
+    Index.open(tmp_path / "w.db", weights=w).close()
+    assert calls == []  # same file, same size and mtime: not hashed again
+    with open(w, "r+b") as f:  # same size, new content and mtime
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(SetupMismatchError, match="weights"):
+        Index.open(tmp_path / "w.db", weights=w)

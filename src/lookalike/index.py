@@ -190,7 +190,7 @@ class Index:
             problems.append(
                 f"crop: index has {recorded.preprocess.mode!r}, requested {opts.crop!r}"
             )
-        if opts.weights is not None:
+        if opts.weights is not None and not self._weights_unchanged(opts.weights):
             from .embed import weights_fingerprint
 
             fingerprint = weights_fingerprint(opts)
@@ -198,8 +198,17 @@ class Index:
                 problems.append(
                     f"weights: index has {recorded.weights!r}, requested {fingerprint!r}"
                 )
+            else:
+                self._store.set_meta(_weights_meta(opts.weights))
         if problems:
             raise self._mismatch(problems)
+
+    def _weights_unchanged(self, weights: str) -> bool:
+        """The weights file is the one recorded, same size and mtime: no need to hash 100 MB."""
+        recorded = self._store.get_meta("weights_stat")
+        if recorded is None or self._store.get_meta("weights_path") != weights:
+            return False
+        return _weights_meta(weights).get("weights_stat") == recorded
 
     def _mismatch(self, problems: list[str]) -> SetupMismatchError:
         return SetupMismatchError(
@@ -217,7 +226,7 @@ class Index:
             if self._options.model:
                 items["model_requested"] = self._options.model
             if self._options.weights:
-                items["weights_path"] = self._options.weights
+                items.update(_weights_meta(self._options.weights))
             self._store.set_meta(items)
             return
         problems = recorded.differences(setup)
@@ -517,6 +526,15 @@ class Index:
             "generation": self._store.generation(),
         }
         return out
+
+
+def _weights_meta(weights: str) -> dict[str, str]:
+    """``weights_path`` and its ``size:mtime_ns`` stamp, for :meth:`Index._weights_unchanged`."""
+    try:
+        st = os.stat(weights)
+    except OSError:
+        return {"weights_path": weights}
+    return {"weights_path": weights, "weights_stat": f"{st.st_size}:{st.st_mtime_ns}"}
 
 
 def _replace(opts: EmbedderOptions, **changes: Any) -> EmbedderOptions:
