@@ -109,6 +109,8 @@ def offline_hub(tmp_path_factory, monkeypatch) -> Path:
     cache = tmp_path_factory.getbasetemp() / "empty-hub-cache"
     cache.mkdir(exist_ok=True)
     _use_hub_cache(monkeypatch, cache)
+    # Compiled models: one folder for the whole session (as a user's cache), never $HOME.
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path_factory.getbasetemp() / "lookalike-cache"))
     return cache
 
 

@@ -258,6 +258,7 @@ def test_reopened_index_embeds_through_the_cache_without_timm(
     tmp_path, tiny_weights, backend, monkeypatch
 ):
     monkeypatch.setenv(BACKEND_ENV, backend)
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "models-root"))
     kind = {"torch": "TorchScriptEmbedder", "openvino": "OpenVINOEmbedder"}[backend]
     photos = tmp_path / "photos"
     for i in range(6):
@@ -270,7 +271,8 @@ def test_reopened_index_embeds_through_the_cache_without_timm(
         assert type(idx._embedder).__name__ == kind
         want = idx.embed(query)
         want_hits = [h.path for h in idx.search(query, k=3)]
-    assert len(list((tmp_path / "idx.db.cache" / "models").iterdir())) == 1
+    entries = [p for p in (tmp_path / "models-root" / "models").iterdir() if p.name != "requests"]
+    assert len(entries) == 1
     live = load_embedder(opts(tiny_weights, precision="fp32"))
     pixels, _ = decode_path(str(query), live.setup.preprocess)
     assert float(np.dot(live.embed_pixels(pixels[None])[0], want)) >= 0.999
@@ -334,3 +336,28 @@ def test_entries_of_other_backend_versions_are_pruned(tmp_path, tiny_weights):
         (models / name / "meta.json").write_text(json.dumps(meta))
     entry = save_compiled(tmp_path / "cache", live, o)
     assert sorted(p.name for p in models.iterdir()) == sorted([entry.name, "other-precision"])
+
+
+def test_a_new_index_reuses_a_model_compiled_for_another(tmp_path, tiny_weights, monkeypatch):
+    """The shared model cache answers a brand-new index by request: no timm, same vectors."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "shared"))
+    photos = tmp_path / "photos"
+    for i in range(4):
+        photo(photos / f"p{i}.png", i)
+    with Index.open(tmp_path / "a.db", model=TINY, weights=tiny_weights, workers=0) as idx:
+        idx.update(photos)
+        want = idx.embed(photos / "p1.png")
+    code = (
+        "import sys, json\n"
+        "from lookalike import Index\n"
+        f"idx = Index.open({str(tmp_path / 'b.db')!r}, model={TINY!r}, "
+        f"weights={str(tiny_weights)!r}, workers=0)\n"
+        f"idx.update({str(photos)!r})\n"
+        f"v = idx.embed({str(photos / 'p1.png')!r})\n"
+        "assert 'timm' not in sys.modules, 'timm imported'\n"
+        "print(json.dumps(v.tolist()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = np.asarray(json.loads(out.stdout))
+    assert float(got @ want) >= 0.999

@@ -252,22 +252,32 @@ class Index:
 
     def _get_embedder(self) -> Any:
         if self._embedder is None:
-            from .embed import load_embedder
+            from .embed import load_embedder, weights_fingerprint
             from .embed.compiled import load_compiled, save_compiled
+            from .embed.model_cache import models_root, recall_setup, remember_setup
 
             opts = self._effective_options()
-            recorded = self.setup
+            root = models_root()
+            setup = self.setup
+            fingerprint = None
+            if setup is None:
+                # A new index: a model compiled for the same request by any earlier run.
+                fingerprint = weights_fingerprint(opts)
+                setup = recall_setup(root, opts, fingerprint)
             embedder = None
-            if recorded is not None and self._cache_dir is not None:
-                # A model saved by an earlier run loads in a fraction of a second, without timm.
-                embedder = load_compiled(self._cache_dir, recorded, opts)
+            if setup is not None:
+                # A saved model loads in a fraction of a second, without timm.
+                embedder = load_compiled(root, setup, opts)
             if embedder is None:
                 embedder = load_embedder(opts)
                 self._check_setup(embedder.setup)
-                if self._cache_dir is not None and save_compiled(self._cache_dir, embedder, opts):
+                if save_compiled(root, embedder, opts):
                     # Embed with what later runs will load: the same vectors for the index and
                     # its queries, and OpenVINO's bf16 is ~3x faster than TorchScript on a CPU.
-                    embedder = load_compiled(self._cache_dir, embedder.setup, opts) or embedder
+                    embedder = load_compiled(root, embedder.setup, opts) or embedder
+            self._check_setup(embedder.setup)
+            if fingerprint is not None:
+                remember_setup(root, opts, fingerprint, embedder.setup)
             self._embedder = embedder
         return self._embedder
 

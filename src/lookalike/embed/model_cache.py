@@ -1,0 +1,60 @@
+"""Where compiled models live, and how a new index finds one before anything is recorded.
+
+Compiled models (:mod:`lookalike.embed.compiled`) are shared by every index of the user:
+``$LOOKALIKE_CACHE`` or the platform's user cache folder. An index records its full
+:class:`~lookalike.setup.Setup` only after a model ran, so a brand-new index asks by what
+the user *requested* (model name, weights fingerprint, pooling, crop): a small alias file
+maps that request to the setup a previous run produced, and the compiled entry is found by
+setup as usual. Nothing here imports torch or timm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+from ..setup import EmbedderOptions, Setup
+
+
+def models_root() -> Path:
+    """``$LOOKALIKE_CACHE``, else the user cache folder (platformdirs) for lookalike."""
+    env = os.environ.get("LOOKALIKE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lookalike"))
+
+
+def _alias(root: Path, opts: EmbedderOptions, fingerprint: str) -> Path:
+    request = {
+        "model": opts.model,
+        "weights": fingerprint,
+        "pool": opts.pool,
+        "crop": opts.crop or "none",
+    }
+    key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    return root / "models" / "requests" / f"{key}.json"
+
+
+def recall_setup(root: Path, opts: EmbedderOptions, fingerprint: str) -> Setup | None:
+    """The setup an earlier run got for this request, or ``None``."""
+    try:
+        return Setup.from_json(_alias(root, opts, fingerprint).read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_setup(root: Path, opts: EmbedderOptions, fingerprint: str, setup: Setup) -> None:
+    """Record request -> setup (atomically); failures are ignored: it is only a shortcut."""
+    path = _alias(root, opts, fingerprint)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(setup.to_json())
+        os.replace(tmp, path)
+    except OSError:
+        pass
