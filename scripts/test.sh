@@ -7,6 +7,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[all]"
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
+.venv/bin/mypy src/lookalike
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?
