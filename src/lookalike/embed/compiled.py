@@ -60,6 +60,7 @@ from ..errors import ConfigError
 from ..setup import EmbedderOptions, Setup
 from . import openvino_runtime as ovr
 from .openvino_runtime import unit_rows
+from .pixels import check_pixels
 
 if TYPE_CHECKING:
     from . import Embedder
@@ -269,12 +270,7 @@ class TorchScriptEmbedder:
             ValueError: wrong dtype or shape.
         """
         torch = self._torch
-        arr = np.asarray(pixels)
-        size = self.setup.preprocess.size
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (*size, 3):
-            raise ValueError(
-                f"expected (n, {size[0]}, {size[1]}, 3) uint8 pixels, got {arr.shape} {arr.dtype}"
-            )
+        arr = check_pixels(pixels, self.setup)
         out = np.empty((arr.shape[0], self.setup.dim), np.float32)
         for start in range(0, arr.shape[0], self.batch_size):
             chunk = np.array(arr[start : start + self.batch_size], copy=True, order="C")

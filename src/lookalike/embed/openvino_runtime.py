@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..setup import Setup
+from .pixels import check_pixels
 
 if TYPE_CHECKING:
     import torch
@@ -213,12 +214,7 @@ class OpenVINOEmbedder:
         Raises:
             ValueError: wrong dtype or shape (a bug in the caller).
         """
-        arr = np.asarray(pixels)
-        size = self.setup.preprocess.size
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (*size, 3):
-            raise ValueError(
-                f"expected (n, {size[0]}, {size[1]}, 3) uint8 pixels, got {arr.shape} {arr.dtype}"
-            )
+        arr = check_pixels(pixels, self.setup)
         out = np.empty((arr.shape[0], self.setup.dim), np.float32)
         for start in range(0, arr.shape[0], self.batch_size):
             chunk = np.ascontiguousarray(arr[start : start + self.batch_size])

@@ -13,6 +13,7 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from ..errors import ModelError, ModelNotFoundError, WeightsMismatchError
 from ..setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
+from .pixels import check_pixels
 from .pooling import PooledModel, check_pool, default_pool, feature_layout, pool_features
 from .runtime import default_batch_size, resolve_device, resolve_precision, try_trace
 from .weights import (
@@ -236,12 +237,7 @@ class TimmEmbedder:
         Raises:
             ValueError: wrong dtype or shape (a bug in the caller).
         """
-        arr = np.asarray(pixels)
-        size = self.setup.preprocess.size
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (*size, 3):
-            raise ValueError(
-                f"expected (n, {size[0]}, {size[1]}, 3) uint8 pixels, got {arr.shape} {arr.dtype}"
-            )
+        arr = check_pixels(pixels, self.setup)
         out = np.empty((arr.shape[0], self.setup.dim), np.float32)
         for start in range(0, arr.shape[0], self.batch_size):
             stop = start + self.batch_size
