@@ -50,7 +50,7 @@ def plot_grid(
     cols = max(1, min(COLUMNS, len(hits)))
     rows = max(1, math.ceil(len(hits) / cols))
     width = max(8.5, TILE_INCHES * (cols + 1.2))  # >= 850 px even for k=1
-    fig = plt.figure(figsize=(width, TILE_INCHES * rows + 0.6), dpi=DPI)
+    fig = plt.figure(figsize=(width, (TILE_INCHES + 0.6) * rows + 0.2), dpi=DPI)  # + titles
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1.2] + [1] * cols)
     tiles = 0
     ax = fig.add_subplot(grid[:, 0])
@@ -70,7 +70,7 @@ def plot_grid(
             ax.text(0.5, 0.5, "cannot read", ha="center", va="center", color="grey")
         ax.set_title(f"#{hit.rank}  {hit.score:.3f}\n{_short(Path(hit.path).name)}", fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)
     if out is not None:
         fig.savefig(out, format="png", dpi=DPI)
     if show:
