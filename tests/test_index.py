@@ -233,3 +233,10 @@ def test_changed_weights_file_is_detected_without_rehashing_an_unchanged_one(
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(SetupMismatchError, match="weights"):
         Index.open(tmp_path / "w.db", weights=w)
+
+
+def test_search_on_an_emptied_index_returns_nothing(tmp_path):
+    with Index.open(tmp_path / "e.db") as idx:
+        idx.add_embeddings(["/data/a.jpg"], np.ones((1, 8), np.float32))
+        idx.remove("/data")
+        assert idx.search_vector(np.ones(8), k=3) == []

@@ -148,3 +148,11 @@ def test_network_filesystem_warns(tmp_path, monkeypatch):
     s = SQLiteStore(tmp_path / "i.db")
     assert "network filesystem" in s.warnings[0]
     s.close()
+
+
+def test_is_empty_follows_writes(store):
+    assert store.is_empty()
+    store.write(WriteBatch(upserts=[(b"/a/1.jpg", 1, 1, None, unit(1))]))
+    assert not store.is_empty()
+    store.write(WriteBatch(deletes=[1]))
+    assert store.is_empty()

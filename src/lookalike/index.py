@@ -324,7 +324,7 @@ class Index(SetupMixin):
             raise ConfigError("k must be at least 1")
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         dim = self._store.dim()
-        if dim is None or self._store.count() == 0:
+        if dim is None or self._store.is_empty():
             return []
         if q.shape[0] != dim:
             raise ConfigError(f"query vector has dimension {q.shape[0]}; the index holds {dim}")

@@ -60,7 +60,7 @@ from ..errors import ConfigError
 from ..setup import EmbedderOptions, Setup
 from . import openvino_runtime as ovr
 from .openvino_runtime import unit_rows
-from .pixels import check_pixels
+from .pixels import check_pixels, check_tensor
 
 if TYPE_CHECKING:
     from . import Embedder
@@ -282,11 +282,7 @@ class TorchScriptEmbedder:
 
     def embed_tensor(self, x: Any) -> np.ndarray:
         """(n, 3, H, W) already-normalised float tensor -> (n, dim) float32, as above."""
-        torch = self._torch
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected an (n, 3, H, W) float tensor, got {getattr(x, 'shape', x)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a float tensor, got {x.dtype}")
+        check_tensor(x)
         out = np.empty((x.shape[0], self.setup.dim), np.float32)
         for start in range(0, x.shape[0], self.batch_size):
             batch = x[start : start + self.batch_size].to("cpu", self._dtype)

@@ -13,7 +13,7 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from ..errors import ModelError, ModelNotFoundError, WeightsMismatchError
 from ..setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
-from .pixels import check_pixels
+from .pixels import check_pixels, check_tensor
 from .pooling import PooledModel, check_pool, default_pool, feature_layout, pool_features
 from .runtime import default_batch_size, resolve_device, resolve_precision, try_trace
 from .weights import (
@@ -257,10 +257,7 @@ class TimmEmbedder:
         Raises:
             ValueError: not a 4-D 3-channel float tensor.
         """
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected an (n, 3, H, W) float tensor, got {getattr(x, 'shape', x)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a float tensor, got {x.dtype}")
+        check_tensor(x)
         out = np.empty((x.shape[0], self.setup.dim), np.float32)
         for start in range(0, x.shape[0], self.batch_size):
             batch = x[start : start + self.batch_size]

@@ -200,6 +200,10 @@ class SQLiteStore:
     def count(self) -> int:
         return int(self._query("SELECT count(*) FROM images")[0][0])
 
+    def is_empty(self) -> bool:
+        """No image stored (constant time, unlike ``count``: this runs on every search)."""
+        return not self._query("SELECT 1 FROM images LIMIT 1")
+
     def iter_vectors(self, chunk_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(ids int64 (m,), vectors float32 (m, dim))`` ordered by id, in one snapshot."""
         dim = self.dim()
