@@ -30,7 +30,7 @@ from lookalike.embed.compiled import (
     save_compiled,
 )
 from lookalike.embed.runtime import native_bf16
-from lookalike.errors import ConfigError
+from lookalike.errors import ConfigError, WeightsUnavailableError
 from lookalike.setup import EmbedderOptions
 
 TINY = "test_resnet.r160_in1k"
@@ -271,7 +271,8 @@ def test_reopened_index_embeds_through_the_cache_without_timm(
         assert type(idx._embedder).__name__ == kind
         want = idx.embed(query)
         want_hits = [h.path for h in idx.search(query, k=3)]
-    entries = [p for p in (tmp_path / "models-root" / "models").iterdir() if p.name != "requests"]
+    shared = ("requests", "fingerprints")
+    entries = [p for p in (tmp_path / "models-root" / "models").iterdir() if p.name not in shared]
     assert len(entries) == 1
     live = load_embedder(opts(tiny_weights, precision="fp32"))
     pixels, _ = decode_path(str(query), live.setup.preprocess)
@@ -361,3 +362,96 @@ def test_a_new_index_reuses_a_model_compiled_for_another(tmp_path, tiny_weights,
     assert out.returncode == 0, out.stderr
     got = np.asarray(json.loads(out.stdout))
     assert float(got @ want) >= 0.999
+
+
+@pytest.mark.skipif(not ovr.available(), reason="openvino is not installed")
+def test_openvino_batches_of_every_size_match_the_live_model(tmp_path, tiny_weights, smooth_pixels):
+    live, o = saved(tmp_path, tiny_weights, "openvino")
+    emb = load_compiled(tmp_path / "cache", live.setup, o)
+    b = ovr.PER_REQUEST_BATCH
+    pixels = smooth_pixels(2 * b + 3, live.setup.preprocess.size, seed=21)
+    want = live.embed_pixels(pixels)
+    got_small = emb.embed_pixels(pixels[: b - 1])  # the dynamic-batch model
+    assert emb._static is None
+    assert cosines(got_small, want[: b - 1]).min() >= 0.999
+    for n in (b, 2 * b, 2 * b + 3):  # full requests, and a padded last one
+        got = emb.embed_pixels(pixels[:n])
+        assert got.shape == (n, live.setup.dim)
+        assert cosines(got, want[:n]).min() >= 0.999
+    assert emb._static is not None
+    # Rows do not depend on their neighbours (the padding leaks into no row).
+    whole, tail = emb.embed_pixels(pixels)[b:], emb.embed_pixels(pixels[b:])
+    np.testing.assert_allclose(whole, tail, atol=1e-5)
+
+
+@pytest.mark.skipif(not ovr.available(), reason="openvino is not installed")
+def test_openvino_compile_failures(tmp_path, tiny_weights, smooth_pixels, monkeypatch):
+    from lookalike.errors import ModelError
+
+    live, o = saved(tmp_path, tiny_weights, "openvino")
+    real = ovr.compile_model
+
+    def no_static(model, precision, *, core=None):
+        if model.input(0).get_partial_shape().is_static:
+            raise RuntimeError("static shapes refused")
+        return real(model, precision, core=core)
+
+    monkeypatch.setattr(ovr, "compile_model", no_static)
+    emb = load_compiled(tmp_path / "cache", live.setup, o)
+    pixels = smooth_pixels(ovr.PER_REQUEST_BATCH + 1, live.setup.preprocess.size, seed=5)
+    # No static-batch model: the dynamic one embeds everything, same vectors.
+    assert cosines(emb.embed_pixels(pixels), live.embed_pixels(pixels)).min() >= 0.999
+    assert emb._static is None
+
+    def nothing(model, precision, *, core=None):
+        raise RuntimeError("cannot compile")
+
+    monkeypatch.setattr(ovr, "compile_model", nothing)
+    emb = load_compiled(tmp_path / "cache", live.setup, o)
+    with pytest.raises(ModelError, match="delete that folder"):
+        emb.embed_pixels(pixels[:1])
+
+
+def test_weights_fingerprints_are_remembered(tmp_path, tiny_weights, monkeypatch):
+    import lookalike.embed as embed
+    from lookalike.embed.model_cache import fingerprint
+
+    root = tmp_path / "root"
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, weights)
+    o = opts(weights)
+    calls = []
+    real = embed.weights_fingerprint
+    monkeypatch.setattr(embed, "weights_fingerprint", lambda x: calls.append(x) or real(x))
+    first = fingerprint(root, o)
+    assert first == real(o) and first.startswith("sha256:") and len(calls) == 1
+    assert fingerprint(root, o) == first and len(calls) == 1  # remembered: not hashed again
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(10**18, 10**18))
+    second = fingerprint(root, o)  # a changed file is hashed again
+    assert len(calls) == 2 and second != first and second == real(o)
+    with pytest.raises(WeightsUnavailableError):
+        fingerprint(root, opts(tmp_path / "missing.safetensors"))
+
+
+def test_hub_fingerprints_are_remembered_without_timm(tmp_path):
+    """A new index with hub weights and a cached model never imports timm (~3 s)."""
+    from lookalike.embed.model_cache import fingerprint
+
+    root = tmp_path / "root"
+    o = EmbedderOptions(model="resnet50.tv_in1k")
+    assert fingerprint(root, o) == "hub:timm/resnet50.tv_in1k"
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from lookalike.embed.model_cache import fingerprint\n"
+        "from lookalike.setup import EmbedderOptions\n"
+        f"fp = fingerprint(Path({str(root)!r}), EmbedderOptions(model='resnet50.tv_in1k'))\n"
+        "assert 'timm' not in sys.modules and 'torch' not in sys.modules\n"
+        "print(fp)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hub:timm/resnet50.tv_in1k"

@@ -240,3 +240,22 @@ def test_search_on_an_emptied_index_returns_nothing(tmp_path):
         idx.add_embeddings(["/data/a.jpg"], np.ones((1, 8), np.float32))
         idx.remove("/data")
         assert idx.search_vector(np.ones(8), k=3) == []
+
+
+def test_a_stale_preprocessing_guess_decodes_again(tmp_path, monkeypatch):
+    """Decoding starts before the model loads, with the preprocessing an earlier run
+    remembered; if the model turns out to want another, the files are decoded again."""
+    from fakes import make_photos
+
+    from lookalike.setup import Preprocess
+
+    photos = make_photos(tmp_path / "p", 5)
+    wrong = Preprocess(size=(24, 24), mode="center", interpolation="bicubic")
+    monkeypatch.setattr(Index, "_expected_preprocess", lambda self: wrong)
+    emb = PixelEmbedder()
+    with Index.open(tmp_path / "i.db", embedder=emb, workers=1) as idx:
+        report = idx.update(photos)
+        assert (report.added, report.failed) == (5, [])
+        for p in sorted(photos.iterdir()):
+            (hit,) = idx.search_vector(idx.embed(p), k=1)  # embed decodes here, correctly
+            assert hit.path == str(p) and hit.score == pytest.approx(1.0, abs=1e-5)

@@ -227,7 +227,7 @@ class Index(SetupMixin):
             self._store,
             list(folders),
             get_embedder=self._get_embedder,
-            preprocess=self.setup.preprocess if self.setup else None,
+            preprocess=self._expected_preprocess(),
             decode_limits=self._decode_limits,
             workers=self._workers,
             on_commit=self._on_commit,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import SetupMismatchError
-from .setup import DEFAULT_MODEL, EmbedderOptions, Setup
+from .errors import LookalikeError, SetupMismatchError
+from .setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
 
 
 class SetupMixin:
@@ -107,10 +107,32 @@ class SetupMixin:
             crop=opts.crop or ("center" if recorded.preprocess.mode == "center" else "none"),
         )
 
+    def _expected_preprocess(self) -> Preprocess | None:
+        """The preprocessing the model will have, known before it loads, or ``None``.
+
+        The recorded one; for a new index, the one an earlier run of the same request got
+        (the user's model cache). Lets decoding start while the model loads.
+        """
+        if self._embedder is not None:
+            return self._embedder.setup.preprocess  # type: ignore[no-any-return]
+        recorded = self.setup
+        if recorded is not None:
+            return recorded.preprocess
+        from .embed.model_cache import fingerprint, models_root, recall_setup
+
+        opts = self._effective_options()
+        root = models_root()
+        try:
+            setup = recall_setup(root, opts, fingerprint(root, opts))
+        except LookalikeError:  # raised again, properly, when the model loads
+            return None
+        return setup.preprocess if setup is not None else None
+
     def _get_embedder(self) -> Any:
         if self._embedder is None:
-            from .embed import load_embedder, weights_fingerprint
+            from .embed import load_embedder
             from .embed.compiled import load_compiled, save_compiled
+            from .embed.model_cache import fingerprint as get_fingerprint
             from .embed.model_cache import models_root, recall_setup, remember_setup
 
             opts = self._effective_options()
@@ -119,7 +141,7 @@ class SetupMixin:
             fingerprint = None
             if setup is None:
                 # A new index: a model compiled for the same request by any earlier run.
-                fingerprint = weights_fingerprint(opts)
+                fingerprint = get_fingerprint(root, opts)
                 setup = recall_setup(root, opts, fingerprint)
             embedder = None
             if setup is not None:

@@ -151,8 +151,9 @@ def run_update(
 ) -> IndexReport:
     """Scan ``folders`` and make the store match them. See :meth:`lookalike.Index.update`.
 
-    ``preprocess`` is the index's recorded preprocessing, when it has one: decoding then
-    starts in the workers while ``get_embedder()`` loads the model.
+    ``preprocess`` is the preprocessing the model is expected to have (the index's recorded
+    one, or a new index's remembered one): decoding then starts in the workers while
+    ``get_embedder()`` loads the model. If the loaded model's differs, decoding starts over.
     """
     t0 = time.perf_counter()
     report = IndexReport()
@@ -221,37 +222,46 @@ def run_update(
 
         tasks_by_key = {t[0]: t for t in plan.tasks}
         depth = 128
-        with DecodePool(preprocess, decode_limits, workers=workers) as pool:
-            prefetch = _Prefetch(pool.map(decode_tasks, max_in_flight=depth), depth)
-            try:
-                if embedder is None:
-                    embedder = get_embedder()  # overlaps with decoding in the workers
-                batch_size = embedder.batch_size
-                for res in prefetch:
-                    task = tasks_by_key[res.key]
-                    done += 1
-                    since_commit += 1
-                    if res.reason is not None:
-                        _fail(task, res.reason, res.detail)
-                    elif res.reused and res.hash is not None:
-                        source = known[res.key].get(res.hash)
-                        _reuse(store, batch, report, plan, task, source, res.hash)
-                    else:
-                        pending.append((task, res))
-                        if len(pending) < batch_size and since_commit < COMMIT_EVERY_RESULTS:
-                            continue
-                    if len(pending) >= batch_size or since_commit >= COMMIT_EVERY_RESULTS:
-                        flush()
-                        commit()
-                        since_commit = 0
-                        if on_progress:
-                            elapsed = time.perf_counter() - t0
-                            on_progress(
-                                Progress(done, total, report.embedded, len(report.failed), elapsed)
-                            )
-            finally:
-                prefetch.close()
-            flush()
+        while True:
+            with DecodePool(preprocess, decode_limits, workers=workers) as pool:
+                prefetch = _Prefetch(pool.map(decode_tasks, max_in_flight=depth), depth)
+                try:
+                    if embedder is None:
+                        embedder = get_embedder()  # overlaps with decoding in the workers
+                    if embedder.setup.preprocess != preprocess:
+                        # The guess (a new index's remembered setup) was stale: nothing was
+                        # consumed yet, so decode again with the model's preprocessing.
+                        preprocess = embedder.setup.preprocess
+                        continue
+                    batch_size = embedder.batch_size
+                    for res in prefetch:
+                        task = tasks_by_key[res.key]
+                        done += 1
+                        since_commit += 1
+                        if res.reason is not None:
+                            _fail(task, res.reason, res.detail)
+                        elif res.reused and res.hash is not None:
+                            source = known[res.key].get(res.hash)
+                            _reuse(store, batch, report, plan, task, source, res.hash)
+                        else:
+                            pending.append((task, res))
+                            if len(pending) < batch_size and since_commit < COMMIT_EVERY_RESULTS:
+                                continue
+                        if len(pending) >= batch_size or since_commit >= COMMIT_EVERY_RESULTS:
+                            flush()
+                            commit()
+                            since_commit = 0
+                            if on_progress:
+                                elapsed = time.perf_counter() - t0
+                                on_progress(
+                                    Progress(
+                                        done, total, report.embedded, len(report.failed), elapsed
+                                    )
+                                )
+                finally:
+                    prefetch.close()
+                flush()
+            break
     batch.deletes.extend(plan.gone)
     report.removed += len(plan.gone)
     commit()

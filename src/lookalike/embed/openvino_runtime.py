@@ -15,6 +15,8 @@ it imports. Converting needs torch (the live model); loading and running need on
 from __future__ import annotations
 
 import importlib.util
+import os
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ModelError
 from ..setup import Setup
 from .pixels import check_pixels
 
@@ -30,10 +33,14 @@ if TYPE_CHECKING:
 
 # The graph's input: uint8 RGB, channels last, any batch size, normalisation inside.
 INPUT_LAYOUT = "NHWC-u8-dynbatch-norm"
-# Images per embed call, split across the streams: ResNet50 bf16 on 2 cores runs about as
-# fast with 8 to 64 (bench/bench_backends.py); at least PER_STREAM_BATCH per stream.
-DEFAULT_BATCH = 32
-PER_STREAM_BATCH = 8
+# Images per inference request. Large inputs run on a copy of the model compiled for this
+# static batch, a queue of requests keeping every stream busy. ResNet50 bf16 on 2 cores:
+# 8 per request runs at ~205 images/s, 16 at ~165 and 32 at ~149 (activations of a small
+# batch stay in the cores' caches); a dynamic batch of 8 at ~188
+# (python bench/bench_backends.py: ov_bf16_tput_req8_b64 and the others).
+PER_REQUEST_BATCH = 8
+# Images per embed call from the indexing pipeline (several requests per stream).
+DEFAULT_BATCH = 64
 # Same as timm_embedder.ZERO_NORM (not imported: that module imports timm).
 ZERO_NORM = 1e-6
 _HINTS = {"bf16": "bf16", "fp32": "f32"}
@@ -56,6 +63,13 @@ def version() -> str:
     import openvino as ov
 
     return str(ov.get_version())
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _core() -> Any:
@@ -140,9 +154,12 @@ def load(
         batch_size: images per embed call; default :data:`DEFAULT_BATCH` (more with many
             streams).
 
+    Nothing is compiled yet: each form of the model (any batch for a query, a static
+    batch for indexing) is compiled when first used, in ~0.1 s.
+
     Raises:
-        Exception: unreadable files, a model of other shapes, a model that does not
-            compile (the caller treats any as a cache miss).
+        Exception: unreadable files, a model of other shapes (the caller treats any as a
+            cache miss).
     """
     core = _core()
     model = core.read_model(str(folder / "model.xml"), str(folder / "model.bin"))
@@ -150,8 +167,7 @@ def load(
     shapes = (str(model.input(0).get_partial_shape()), str(model.output(0).get_partial_shape()))
     if shapes != (f"[?,{h},{w},3]", f"[?,{setup.dim}]"):
         raise ValueError(f"saved model has shapes {shapes}, not those of {setup.model}")
-    compiled = compile_model(model, precision, core=core)
-    return OpenVINOEmbedder(compiled, setup, precision, batch_size)
+    return OpenVINOEmbedder(model, setup, precision, batch_size, core=core, source=folder)
 
 
 def compile_model(model: Any, precision: str, *, core: Any = None) -> Any:
@@ -170,11 +186,17 @@ def compile_model(model: Any, precision: str, *, core: Any = None) -> Any:
 class OpenVINOEmbedder:
     """A compiled OpenVINO model as an :class:`~lookalike.embed.Embedder`, on the CPU.
 
+    Fewer than :data:`PER_REQUEST_BATCH` images (a query) run on the dynamic-batch model,
+    split across its streams. More run in requests of exactly ``PER_REQUEST_BATCH`` images
+    (the last one padded) on a static-batch copy of the model, compiled on first use from
+    ``model``, through a queue that starts the next request as soon as a stream is free.
+    Calls are serialised (one lock): the requests are not reentrant.
+
     Attributes:
         setup: what produces the vectors (the index's recorded setup).
         device: always ``"cpu"``.
         precision: ``"bf16"`` or ``"fp32"``.
-        batch_size: images per call of the model (split across its streams).
+        batch_size: images per call the indexing pipeline should pass.
         backend: ``"openvino"``.
 
     Example:
@@ -187,17 +209,25 @@ class OpenVINOEmbedder:
     device = "cpu"
 
     def __init__(
-        self, compiled: Any, setup: Setup, precision: str, batch_size: int | None = None
+        self,
+        model: Any,
+        setup: Setup,
+        precision: str,
+        batch_size: int | None = None,
+        *,
+        core: Any = None,
+        source: Path | None = None,
     ) -> None:
         self.setup = setup
         self.precision = precision
-        self._compiled = compiled
-        try:
-            streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        except Exception:
-            streams = 1
-        self._requests = [compiled.create_infer_request() for _ in range(max(1, streams))]
-        self.batch_size = batch_size or max(DEFAULT_BATCH, PER_STREAM_BATCH * len(self._requests))
+        self._model = model  # an ov.Model, compiled in two forms on first use
+        self._core = core or _core()
+        self._source = source
+        self._requests: list[Any] | None = None  # dynamic-batch requests, one per stream
+        self._static: Any = None  # AsyncInferQueue over the static-batch model, once built
+        self._static_failed = False
+        self._lock = threading.Lock()
+        self.batch_size = batch_size or max(DEFAULT_BATCH, PER_REQUEST_BATCH * _cores())
 
     def __repr__(self) -> str:
         s = self.setup
@@ -215,16 +245,84 @@ class OpenVINOEmbedder:
             ValueError: wrong dtype or shape (a bug in the caller).
         """
         arr = check_pixels(pixels, self.setup)
-        out = np.empty((arr.shape[0], self.setup.dim), np.float32)
-        for start in range(0, arr.shape[0], self.batch_size):
-            chunk = np.ascontiguousarray(arr[start : start + self.batch_size])
-            out[start : start + len(chunk)] = unit_rows(self._infer(chunk))
-        return out
+        with self._lock:
+            queue = self._static_queue() if len(arr) >= PER_REQUEST_BATCH else None
+            if queue is not None:
+                return unit_rows(self._infer_static(queue, arr, self.setup.dim))
+            requests = self._dynamic_requests()
+            out = np.empty((arr.shape[0], self.setup.dim), np.float32)
+            step = PER_REQUEST_BATCH * len(requests)
+            for start in range(0, arr.shape[0], step):
+                chunk = np.ascontiguousarray(arr[start : start + step])
+                out[start : start + len(chunk)] = unit_rows(self._infer(requests, chunk))
+            return out
 
-    def _infer(self, chunk: np.ndarray) -> np.ndarray:
+    def _dynamic_requests(self) -> list[Any]:
+        """One request per stream of the dynamic-batch model, compiled on first use.
+
+        Raises:
+            ModelError: the saved model does not compile (names the folder to delete).
+        """
+        if self._requests is None:
+            try:
+                compiled = compile_model(self._model, self.precision, core=self._core)
+                streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            except Exception as e:
+                raise ModelError(
+                    f"the compiled model in {self._source} does not compile ({e}); "
+                    "delete that folder and run again"
+                ) from e
+            self._requests = [compiled.create_infer_request() for _ in range(max(1, streams))]
+        return self._requests
+
+    def _static_queue(self) -> Any:
+        """The static-batch request queue, compiled on first use; ``None`` if it cannot be."""
+        if self._static is None and not self._static_failed:
+            try:
+                import openvino as ov
+
+                h, w = self.setup.preprocess.size
+                model = self._model.clone()
+                model.reshape([PER_REQUEST_BATCH, h, w, 3])
+                compiled = compile_model(model, self.precision, core=self._core)
+                streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+                self._static = ov.AsyncInferQueue(compiled, max(1, streams))
+            except Exception:  # keep going on the dynamic model: slower, same vectors
+                self._static_failed = True
+        return self._static
+
+    @staticmethod
+    def _infer_static(queue: Any, arr: np.ndarray, dim: int) -> np.ndarray:
+        """(n >= PER_REQUEST_BATCH, H, W, 3) -> (n, dim) raw outputs, a queue of full batches."""
+        n, b = len(arr), PER_REQUEST_BATCH
+        raw = np.empty((n, dim), np.float32)
+        errors: list[BaseException] = []
+
+        def done(request: Any, start: int) -> None:
+            try:
+                got = np.asarray(request.get_output_tensor(0).data).reshape(b, dim)
+                stop = min(n, start + b)
+                raw[start:stop] = got[: stop - start]
+            except BaseException as e:  # raised below, in the caller's thread
+                errors.append(e)
+
+        queue.set_callback(done)
+        for start in range(0, n, b):
+            chunk = arr[start : start + b]
+            if len(chunk) < b:  # the static shape takes full batches only: pad the last
+                pad = np.zeros((b - len(chunk), *chunk.shape[1:]), np.uint8)
+                chunk = np.concatenate([chunk, pad])
+            queue.start_async({0: np.ascontiguousarray(chunk)}, start)
+        queue.wait_all()
+        if errors:
+            raise errors[0]
+        return raw
+
+    @staticmethod
+    def _infer(requests: list[Any], chunk: np.ndarray) -> np.ndarray:
         """One part of the chunk per stream, run at once; (n, dim) float32 raw outputs."""
-        parts = np.array_split(chunk, min(len(self._requests), len(chunk)))
-        running = list(zip(self._requests, parts, strict=False))
+        parts = np.array_split(chunk, min(len(requests), len(chunk)))
+        running = list(zip(requests, parts, strict=False))
         for request, part in running:
             request.start_async({0: part})
         for request, _ in running:
