@@ -3,6 +3,7 @@
 
     python bench/bench_index.py                 # 300 photo-like JPEGs (400-640 px)
     python bench/bench_index.py --n 60 --big    # 12-megapixel JPEGs
+    python bench/bench_index.py --n 60 --big --steady 300   # + steady-state rate, 60 vs 300
 
 Ceiling = measured bf16 matmul FLOP/s / 8.2 GFLOP per ResNet50 image, measured in the same
 run before and after. Reports `images_per_second` (embedding time) and the whole
@@ -50,6 +51,14 @@ def main() -> None:
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--extra", default="", help="extra flags for lookalike index")
     ap.add_argument(
+        "--steady",
+        type=int,
+        default=0,
+        metavar="N2",
+        help="also index a corpus of N2 images (same kind) and report the steady-state rate "
+        "(N2 - N) / (t2 - t1): whole processes, start-up cancelled out",
+    )
+    ap.add_argument(
         "--cold-model",
         action="store_true",
         help="do not prime the shared compiled-model cache first (first-ever run of a model)",
@@ -74,14 +83,14 @@ def main() -> None:
                 str(weights),
             ]
         )
-    try:
-        db = os.path.join(tmp, "bench.db")
+
+    def index_once(folder, name: str) -> tuple[float, dict, list[str]]:
         cmd = [
             *lookalike_cmd(),
             "index",
             str(folder),
             "--db",
-            db,
+            os.path.join(tmp, name),
             "--model",
             "resnet50",
             "--weights",
@@ -90,7 +99,14 @@ def main() -> None:
             *args.extra.split(),
         ]
         wall, p = timed(cmd)
-        report = json.loads(p.stdout)
+        return wall, json.loads(p.stdout), cmd
+
+    try:
+        wall, report, cmd = index_once(folder, "bench.db")
+        steady = None
+        if args.steady:
+            wall2, report2, _ = index_once(corpus(args.steady, args.big), "steady.db")
+            steady = (report2["added"] - report["added"]) / (wall2 - wall)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     decode_ips = decode_only_rate(folder)
@@ -112,6 +128,9 @@ def main() -> None:
         "ratio_process_to_ceiling": round(n / wall / ceiling_ips, 3),
         "command": " ".join(cmd),
     }
+    if steady is not None:
+        out["steady_images_per_second"] = round(steady, 1)
+        out["ratio_steady_to_ceiling"] = round(steady / ceiling_ips, 3)
     print(json.dumps(out, indent=1))
 
 

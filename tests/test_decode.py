@@ -555,3 +555,26 @@ def test_decode_modules_do_not_import_torch():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True)
     assert out.stdout.strip() == b"False"
+
+
+def test_reduced_jpegs_resample_only_the_crop(tmp_path):
+    """A JPEG decoded at reduced scale is resampled straight from the crop box: within 1 of
+    the resize-then-crop result; images decoded at full size keep timm's exact pixels."""
+    from lookalike.decode.image import REDUCED
+    from lookalike.decode.model_input import scale_size
+
+    rng = np.random.default_rng(4)
+    small = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    path = tmp_path / "big.jpg"
+    small.resize((2000, 1500), Image.Resampling.BICUBIC).save(path, quality=92)
+    data = path.read_bytes()
+    reduced = open_rgb(data, draft_to=scale_size(CENTER))
+    assert reduced.info[REDUCED] and reduced.size == (500, 375)
+    pixels, _ = decode_path(path, CENTER)
+    assert np.array_equal(pixels, to_model_input(reduced, CENTER, box=True))
+    exact = to_model_input(reduced, CENTER)
+    assert np.abs(pixels.astype(int) - exact).max() <= 1
+    assert (pixels != exact).mean() < 0.01
+    full = open_rgb(data)
+    assert not full.info[REDUCED]
+    assert np.array_equal(decode_path(path, CENTER, draft=False)[0], to_model_input(full, CENTER))

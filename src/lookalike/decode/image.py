@@ -173,6 +173,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+REDUCED = "lookalike.reduced"
+"""Key of ``img.info`` that :func:`open_rgb` sets: ``True`` when a JPEG was decoded at a
+reduced DCT scale (its pixels already differ from a full decode's)."""
+
+
 def _draft(im: Image.Image, draft_to: tuple[int, int], orientation: int) -> None:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the result stays >= draft_to."""
     h, w = draft_to
@@ -203,7 +208,8 @@ def open_rgb(
             ``None`` decodes at full size.
 
     Returns:
-        A loaded ``"RGB"`` image, EXIF orientation applied, transparency on white.
+        A loaded ``"RGB"`` image, EXIF orientation applied, transparency on white;
+        ``img.info[REDUCED]`` says whether it was decoded at a reduced scale.
 
     Raises:
         DecodeFailure: ``empty``, ``not-an-image``, ``unsupported-format``, ``truncated``,
@@ -245,9 +251,11 @@ def open_rgb(
                 _draft(im, draft_to, _orientation(im))
             im.load()
             orientation = _orientation(im)
+            reduced = im.size != (w, h)
             rgb = to_rgb(im)
             if orientation != 1:
                 rgb = rgb.transpose(_TRANSPOSE[orientation])
+            rgb.info[REDUCED] = reduced
             return rgb
         except Exception as e:
             raise _pillow_failure(e, kind, limits.max_pixels) from None

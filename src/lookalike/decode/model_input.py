@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from .files import content_hash, read_file
-from .image import open_rgb, to_rgb
+from .image import REDUCED, open_rgb, to_rgb
 from .reasons import DecodeFailure, DecodeLimits
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _center_resize_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, in
     return round(w / ratio), round(h / ratio)
 
 
-def to_model_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
+def to_model_input(img: Image.Image, pre: Preprocess, *, box: bool = False) -> np.ndarray:
     """Resize an RGB image to the model's input, as ``pre`` says.
 
     ``"resize"`` squashes the whole image to ``pre.size`` ignoring aspect (Keras
@@ -88,6 +88,10 @@ def to_model_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
     Args:
         img: an image (converted to RGB if it is not).
         pre: size, mode, crop_pct and interpolation.
+        box: for ``"center"``, resample only the region the crop keeps, straight to the
+            output size (~30% less work on a big image). The same arithmetic, but values
+            may differ from timm's by 1 on a few pixels (float rounding in the filter
+            weights): used for JPEGs decoded at reduced scale, which differ more already.
 
     Returns:
         ``(H, W, 3)`` uint8, C-contiguous, ``(H, W) == pre.size``.
@@ -110,7 +114,7 @@ def to_model_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(out, dtype=np.uint8))
     w, h = img.size
     nw, nh = _center_resize_size(w, h, scale_size(pre))
-    if nw >= cw and nh >= ch and nw * nh > _MAX_INTERMEDIATE_PIXELS:
+    if nw >= cw and nh >= ch and (box or nw * nh > _MAX_INTERMEDIATE_PIXELS):
         top, left = round((nh - ch) / 2.0), round((nw - cw) / 2.0)
         sx, sy = w / nw, h / nh
         box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
@@ -153,7 +157,7 @@ def decode_bytes(
     """
     img = open_rgb(data, limits=limits, draft_to=scale_size(pre) if draft else None)
     try:
-        return to_model_input(img, pre)
+        return to_model_input(img, pre, box=bool(img.info.get(REDUCED)))
     except MemoryError:
         raise DecodeFailure("too-large", "out of memory while resizing") from None
 
