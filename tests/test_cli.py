@@ -249,3 +249,23 @@ def test_terminal_gets_a_progress_bar_then_a_summary(env, tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "indexing" in text and "img/s" in text and "/40" in text  # bar: count, rate
     assert "40 added, 0 updated, 0 removed, 0 unchanged, 0 failed" in text
+
+
+def test_backend_flag(env, photos, tmp_path):
+    env = {**env, "LOOKALIKE_CACHE": str(tmp_path / "models-root")}
+    env.pop("LOOKALIKE_BACKEND", None)
+    p = run(["index", str(photos), "--backend", "nope"], env, check_rc=2)
+    assert "nope" in p.stderr
+    run(["index", str(photos), "--backend", "torch", "--json"], env)
+    metas = [json.loads(m.read_text()) for m in (tmp_path / "models-root").rglob("meta.json")]
+    assert [m["backend"] for m in metas] == ["torch"]
+    p = run(["search", str(photos / "p0003.jpg"), "--backend", "torch", "--json"], env)
+    assert json.loads(p.stdout)["results"][0]["path"].endswith("twin_of_3.jpg")
+
+
+def test_backend_option_of_the_api(tmp_path):
+    from lookalike import Index
+    from lookalike.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown backend"):
+        Index.open(tmp_path / "i.db", backend="tensorrt")

@@ -83,6 +83,12 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default="auto",
             show_default=True,
         ),
+        click.option(
+            "--backend",
+            type=click.Choice(["auto", "openvino", "torch"]),
+            help="CPU inference engine: auto (OpenVINO when installed, else TorchScript). "
+            "Default: $LOOKALIKE_BACKEND, else auto.",
+        ),
         click.option("--batch-size", type=click.IntRange(min=1), help="Images per forward pass."),
         click.option(
             "--workers",

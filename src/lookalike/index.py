@@ -84,6 +84,7 @@ class Index(SetupMixin):
         crop: str | None = None,
         precision: str = "auto",
         device: str = "auto",
+        backend: str | None = None,
         batch_size: int | None = None,
         workers: int | None = None,
         max_pixels: int | None = None,
@@ -105,6 +106,9 @@ class Index(SetupMixin):
             crop: ``none`` (resize the whole image) or ``center`` (the model's eval crop).
             precision: ``auto``, ``bf16`` or ``fp32``.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+            backend: how models run on the CPU: ``auto`` (OpenVINO when installed, else
+                TorchScript), ``openvino`` or ``torch``; default ``$LOOKALIKE_BACKEND``, else
+                ``auto``. The vectors agree either way (cosine >= 0.99).
             batch_size: images per forward pass.
             workers: decode worker processes (default: one per core).
             max_pixels: decompression-bomb limit in pixels.
@@ -128,7 +132,12 @@ class Index(SetupMixin):
             precision=precision,
             device=device,
             batch_size=batch_size,
+            extra={"backend": backend} if backend is not None else {},
         )
+        if backend is not None:
+            from .embed.compiled import requested_backend
+
+            requested_backend(options)  # ConfigError for an unknown name, before any work
         limits = DecodeLimits(max_pixels=max_pixels) if max_pixels else DecodeLimits()
         store = SQLiteStore(db_path)
         try:
