@@ -117,8 +117,8 @@ def to_model_input(img: Image.Image, pre: Preprocess, *, box: bool = False) -> n
     if nw >= cw and nh >= ch and (box or nw * nh > _MAX_INTERMEDIATE_PIXELS):
         top, left = round((nh - ch) / 2.0), round((nw - cw) / 2.0)
         sx, sy = w / nw, h / nh
-        box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
-        out = img.resize((cw, ch), resample, box=box)
+        region = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+        out = img.resize((cw, ch), resample, box=region)
         return np.ascontiguousarray(np.asarray(out, dtype=np.uint8))
     resized = img if (nw, nh) == (w, h) else img.resize((nw, nh), resample)
     arr = np.asarray(resized, dtype=np.uint8)
