@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -455,3 +456,25 @@ def test_hub_fingerprints_are_remembered_without_timm(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "hub:timm/resnet50.tv_in1k"
+
+
+@pytest.mark.skipif(not ovr.available(), reason="openvino is not installed")
+def test_openvino_failed_batch_falls_back_and_batches_are_whole_requests(
+    tmp_path, tiny_weights, smooth_pixels, monkeypatch
+):
+    live, o = saved(tmp_path, tiny_weights, "openvino")
+    b = ovr.PER_REQUEST_BATCH
+    emb = load_compiled(tmp_path / "cache", live.setup, replace(o, batch_size=b + 1))
+    assert emb.batch_size == 2 * b  # rounded up to whole requests
+    pixels = smooth_pixels(b + 1, live.setup.preprocess.size, seed=8)
+    want = live.embed_pixels(pixels)
+    assert cosines(emb.embed_pixels(pixels), want).min() >= 0.999  # static path built
+    assert emb._static is not None
+
+    def broken(queue, arr, dim):
+        raise RuntimeError("inference failed")
+
+    monkeypatch.setattr(ovr.OpenVINOEmbedder, "_infer_static", staticmethod(broken))
+    # The failure drops the static-batch model; the dynamic one gives the same vectors.
+    assert cosines(emb.embed_pixels(pixels), want).min() >= 0.999
+    assert emb._static is None and emb._static_failed

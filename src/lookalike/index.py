@@ -108,7 +108,8 @@ class Index(SetupMixin):
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             backend: how models run on the CPU: ``auto`` (OpenVINO when installed, else
                 TorchScript), ``openvino`` or ``torch``; default ``$LOOKALIKE_BACKEND``, else
-                ``auto``. The vectors agree either way (cosine >= 0.99).
+                ``auto``. The vectors agree either way: each compiled copy is checked against
+                timm's forward pass when it is saved.
             batch_size: images per forward pass.
             workers: decode worker processes (default: one per core).
             max_pixels: decompression-bomb limit in pixels.

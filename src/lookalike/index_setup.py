@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import LookalikeError, SetupMismatchError
+from .errors import SetupMismatchError
 from .setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
 
 
@@ -124,7 +124,7 @@ class SetupMixin:
         root = models_root()
         try:
             setup = recall_setup(root, opts, fingerprint(root, opts))
-        except LookalikeError:  # raised again, properly, when the model loads
+        except Exception:  # only a guess: whatever failed is raised properly by the model load
             return None
         return setup.preprocess if setup is not None else None
 

@@ -46,6 +46,11 @@ class _Plan:
     failures: list[tuple[bytes, int, int, str, str]] = field(default_factory=list)
 
 
+def _decoding(pre: Preprocess) -> tuple:
+    """What of a preprocessing the decoded pixels depend on (not mean and std)."""
+    return (pre.size, pre.mode, pre.crop_pct, pre.interpolation)
+
+
 def _under_any(path: bytes, folders: list[bytes]) -> bool:
     return any(path.startswith(folder_prefix(f)) for f in folders)
 
@@ -228,7 +233,7 @@ def run_update(
                 try:
                     if embedder is None:
                         embedder = get_embedder()  # overlaps with decoding in the workers
-                    if embedder.setup.preprocess != preprocess:
+                    if _decoding(embedder.setup.preprocess) != _decoding(preprocess):
                         # The guess (a new index's remembered setup) was stale: nothing was
                         # consumed yet, so decode again with the model's preprocessing.
                         preprocess = embedder.setup.preprocess

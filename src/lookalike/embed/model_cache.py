@@ -104,7 +104,9 @@ def _fingerprint_key(opts: EmbedderOptions) -> str | None:
 
         p = weights_path(opts.weights)
         st = p.stat()
-        return json.dumps(["file", str(p), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev])
+        # ctime too: tools that copy a file in place can set its mtime, not its ctime.
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        return json.dumps(["file", str(p), *stamp])
     try:
         timm_version = importlib.metadata.version("timm")
     except importlib.metadata.PackageNotFoundError:

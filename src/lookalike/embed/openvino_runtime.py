@@ -14,6 +14,7 @@ it imports. Converting needs torch (the live model); loading and running need on
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -227,7 +228,10 @@ class OpenVINOEmbedder:
         self._static: Any = None  # AsyncInferQueue over the static-batch model, once built
         self._static_failed = False
         self._lock = threading.Lock()
-        self.batch_size = batch_size or max(DEFAULT_BATCH, PER_REQUEST_BATCH * _cores())
+        b = PER_REQUEST_BATCH
+        # Whole requests only: a multiple of PER_REQUEST_BATCH pads nothing but the last call.
+        default = max(DEFAULT_BATCH, b * _cores())
+        self.batch_size = -(-batch_size // b) * b if batch_size else default
 
     def __repr__(self) -> str:
         s = self.setup
@@ -248,7 +252,15 @@ class OpenVINOEmbedder:
         with self._lock:
             queue = self._static_queue() if len(arr) >= PER_REQUEST_BATCH else None
             if queue is not None:
-                return unit_rows(self._infer_static(queue, arr, self.setup.dim))
+                try:
+                    return unit_rows(self._infer_static(queue, arr, self.setup.dim))
+                except Exception:
+                    # A failed request poisons its slot of the queue for good: drop the
+                    # static-batch model and embed on the dynamic one (which raises again if
+                    # the model itself is at fault).
+                    with contextlib.suppress(Exception):
+                        queue.wait_all()
+                    self._static, self._static_failed = None, True
             requests = self._dynamic_requests()
             out = np.empty((arr.shape[0], self.setup.dim), np.float32)
             step = PER_REQUEST_BATCH * len(requests)
