@@ -478,3 +478,26 @@ def test_openvino_failed_batch_falls_back_and_batches_are_whole_requests(
     # The failure drops the static-batch model; the dynamic one gives the same vectors.
     assert cosines(emb.embed_pixels(pixels), want).min() >= 0.999
     assert emb._static is None and emb._static_failed
+
+
+@pytest.mark.skipif(not ovr.available(), reason="openvino is not installed")
+def test_a_first_run_builds_the_model_once(tmp_path, tiny_weights, monkeypatch):
+    """The OpenVINO copy is converted from fp32 weights: the first run builds the timm model
+    once (fp32, untraced), not once as requested and again in fp32 for the conversion."""
+    from lookalike.embed import timm_embedder
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "root"))
+    built = []
+    real = timm_embedder.load_embedder
+    monkeypatch.setattr(timm_embedder, "load_embedder", lambda o: built.append(o) or real(o))
+    photos = tmp_path / "photos"
+    for i in range(3):
+        photo(photos / f"p{i}.png", i)
+    with Index.open(tmp_path / "i.db", model=TINY, weights=tiny_weights, workers=0) as idx:
+        idx.update(photos)
+        assert type(idx._embedder).__name__ == "OpenVINOEmbedder"
+        assert [(o.precision, o.extra.get("jit")) for o in built] == [("fp32", False)]
+        want = idx.embed(photos / "p1.png")
+    live = load_embedder(opts(tiny_weights, precision="fp32"))
+    pixels, _ = decode_path(str(photos / "p1.png"), live.setup.preprocess)
+    assert float(live.embed_pixels(pixels[None])[0] @ want) >= 0.99
