@@ -242,20 +242,36 @@ def test_search_on_an_emptied_index_returns_nothing(tmp_path):
         assert idx.search_vector(np.ones(8), k=3) == []
 
 
-def test_a_stale_preprocessing_guess_decodes_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("size", "mean", "pools"),
+    [((24, 24), (0.5, 0.5, 0.5), 2), ((16, 16), (0.1, 0.2, 0.3), 1)],
+)
+def test_a_stale_preprocessing_guess_decodes_again(tmp_path, monkeypatch, size, mean, pools):
     """Decoding starts before the model loads, with the preprocessing an earlier run
-    remembered; if the model turns out to want another, the files are decoded again."""
+    remembered; if the model turns out to want other pixels, the files are decoded again
+    (a guess that differs only in normalisation gives the same pixels: no second pass)."""
+    import dataclasses
+
     from fakes import make_photos
 
-    from lookalike.setup import Preprocess
+    import lookalike.pipeline as pipeline
 
     photos = make_photos(tmp_path / "p", 5)
-    wrong = Preprocess(size=(24, 24), mode="center", interpolation="bicubic")
-    monkeypatch.setattr(Index, "_expected_preprocess", lambda self: wrong)
     emb = PixelEmbedder()
+    guess = dataclasses.replace(emb.setup.preprocess, size=size, mean=mean)
+    monkeypatch.setattr(Index, "_expected_preprocess", lambda self: guess)
+    started = []
+
+    class CountingPool(pipeline.DecodePool):
+        def __init__(self, *a, **kw):
+            started.append(a[0])
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "DecodePool", CountingPool)
     with Index.open(tmp_path / "i.db", embedder=emb, workers=1) as idx:
         report = idx.update(photos)
         assert (report.added, report.failed) == (5, [])
+        assert len(started) == pools
         for p in sorted(photos.iterdir()):
             (hit,) = idx.search_vector(idx.embed(p), k=1)  # embed decodes here, correctly
             assert hit.path == str(p) and hit.score == pytest.approx(1.0, abs=1e-5)

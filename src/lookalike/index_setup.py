@@ -163,7 +163,7 @@ class SetupMixin:
 
         if choose_backend(opts) == "openvino":
             # Converted from fp32 weights in any case: build the model once, fp32 and
-            # untraced (~1.5 s less than a traced bf16 build plus an fp32 rebuild).
+            # untraced (~0.9 s less than a traced bf16 build plus an fp32 rebuild).
             extra = {**opts.extra, "jit": False}
             live = load_embedder(_replace(opts, precision="fp32", device="cpu", extra=extra))
             self._check_setup(live.setup)

@@ -38,6 +38,7 @@ from dataclasses import asdict
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
+from .._cpu import usable_cores
 from ..errors import ConfigError
 from ._worker import _decode_one, _resolve, _Worker
 from .model_input import check_preprocess
@@ -56,12 +57,8 @@ _MAX_STARTUP_FAILURES = 3
 
 def _default_workers() -> int:
     # Decoding and resizing are CPU-bound and the embedding model mostly waits on the GPU
-    # (or runs in torch's own threads), so one worker per usable core keeps the model fed.
-    # sched_getaffinity honours taskset/cgroup cpusets where os.cpu_count() does not.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    # (or runs in its own threads), so one worker per usable core keeps the model fed.
+    return usable_cores()
 
 
 class DecodePool:

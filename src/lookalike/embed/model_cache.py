@@ -65,9 +65,10 @@ def fingerprint(root: Path, opts: EmbedderOptions) -> str:
     """:func:`lookalike.embed.weights_fingerprint`, remembered under ``root``.
 
     A weights file is hashed once, not on every new index (ResNet50: ~0.13 s for 100 MB): the
-    hash is kept by the file's path, size, mtime and inode, the same test that says an
-    image is unchanged. Hub weights are named without importing torch and timm (~3 s): kept by
-    the model name and timm's version. Failures to remember are ignored.
+    hash is kept by the file's path, size, mtime, ctime and inode (stricter than the test
+    that says an image is unchanged). Hub weights are named without importing torch and
+    timm (~3 s): kept by the model name and timm's version. Failures to remember are
+    ignored.
 
     Raises:
         WeightsUnavailableError: the weights file does not exist; timm has no weights.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import threading
 import warnings
 from functools import lru_cache
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._cpu import usable_cores
 from ..errors import ModelError
 from ..setup import Setup
 from .pixels import check_pixels
@@ -64,13 +64,6 @@ def version() -> str:
     import openvino as ov
 
     return str(ov.get_version())
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _core() -> Any:
@@ -152,8 +145,8 @@ def load(
         folder: holds ``model.xml`` and ``model.bin`` from :func:`save`.
         setup: what the model embeds (its input size and vector dimension are checked).
         precision: ``"bf16"`` or ``"fp32"``, already resolved.
-        batch_size: images per embed call; default :data:`DEFAULT_BATCH` (more with many
-            streams).
+        batch_size: images per embed call from the indexing pipeline, rounded up to whole
+            requests; default :data:`DEFAULT_BATCH`, or 8 per core where that is more.
 
     Nothing is compiled yet: each form of the model (any batch for a query, a static
     batch for indexing) is compiled when first used, in ~0.1 s.
@@ -230,7 +223,7 @@ class OpenVINOEmbedder:
         self._lock = threading.Lock()
         b = PER_REQUEST_BATCH
         # Whole requests only: a multiple of PER_REQUEST_BATCH pads nothing but the last call.
-        default = max(DEFAULT_BATCH, b * _cores())
+        default = max(DEFAULT_BATCH, b * usable_cores())
         self.batch_size = -(-batch_size // b) * b if batch_size else default
 
     def __repr__(self) -> str:
