@@ -300,5 +300,25 @@ def remove(folder: str, db: str | None) -> None:
     click.echo(f"removed {n} images below {os.path.abspath(folder)}")
 
 
+# Commands that live in their own modules (each a thin adapter over one capability):
+# ``lookalike/cli_<name>.py`` defines ``command``, a click command.
+_COMMAND_MODULES: tuple[str, ...] = ("cli_demo", "cli_duplicates", "cli_serve")
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__package__}.{name}":
+                continue  # not built yet
+            raise
+        main.add_command(module.command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()
