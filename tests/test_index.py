@@ -201,15 +201,35 @@ def test_open_add_and_search_never_import_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def brute_force_paths(idx, q, k, exclude=()):
+    """Top ``k`` (path, score) over every stored vector, by numpy."""
+    ids, vecs = next(idx._store.iter_vectors())
+    scores = vecs @ (q / np.linalg.norm(q))
+    keep = ~np.isin(ids, list(exclude))
+    ids, scores = ids[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:k]
+    paths = idx._store.paths_for(ids[order].tolist())
+    return [(os.fsdecode(paths[int(ids[i])]), float(scores[i])) for i in order]
+
+
 def test_deleted_cache_is_rebuilt_in_sync(tmp_path, folder):
     with open_index(tmp_path) as idx:
         idx.update(folder)
     shutil.rmtree(tmp_path / "idx.db.cache")
     photo(folder / "new.png", 555)
+    (folder / "img03.png").unlink()
     with open_index(tmp_path) as idx:
         idx.update(folder)
-        hits = idx.search_vector(np.ones(16 * 16 * 3), k=100)
-        assert len(hits) == 14  # everything, not only what changed since the cache went
+        assert idx._store.count() == 13
+        # Everything, not only what changed since the cache went: the same ids and scores
+        # as the store itself, for k below the count, including the newest image.
+        new_vec = idx._store.lookup(os.fsencode(folder / "new.png"))[1]
+        for q in (np.ones(16 * 16 * 3, np.float32), new_vec, -new_vec):
+            hits = idx.search_vector(q, k=5)
+            want = brute_force_paths(idx, q, 5)
+            assert [h.path for h in hits] == [p for p, _ in want]
+            np.testing.assert_allclose([h.score for h in hits], [s for _, s in want], atol=1e-5)
+        assert idx.search_vector(new_vec, k=1)[0].path == str(folder / "new.png")
 
 
 def test_changed_weights_file_is_detected_without_rehashing_an_unchanged_one(
@@ -238,8 +258,32 @@ def test_changed_weights_file_is_detected_without_rehashing_an_unchanged_one(
 def test_search_on_an_emptied_index_returns_nothing(tmp_path):
     with Index.open(tmp_path / "e.db") as idx:
         idx.add_embeddings(["/data/a.jpg"], np.ones((1, 8), np.float32))
-        idx.remove("/data")
+        assert idx.remove("/data") == 1
         assert idx.search_vector(np.ones(8), k=3) == []
+
+
+def test_remove_forgets_one_folder_counts_it_and_keeps_the_rest(tmp_path, folder):
+    other = tmp_path / "other"
+    for i in range(4):
+        photo(other / f"o{i}.png", 200 + i)
+    with open_index(tmp_path) as idx:
+        idx.update(folder, other)
+        assert idx.info()["folders"] == sorted([str(folder), str(other)])
+        q = idx._store.lookup(os.fsencode(folder / "img00.png"))[1]  # a removed image
+        assert idx.remove(folder) == 13
+        info = idx.info()
+        assert info["images"] == 4 and info["folders"] == [str(other)]
+        # Not through the emptiness shortcut: the cache must have dropped the removed rows
+        # (a stale row would take a slot of the k and be dropped, leaving fewer hits).
+        hits = idx.search_vector(q, k=3)
+        assert [(h.path, round(h.score, 5)) for h in hits] == [
+            (p, round(s, 5)) for p, s in brute_force_paths(idx, q, 3)
+        ]
+        assert all(h.path.startswith(str(other) + os.sep) for h in hits)
+        assert idx.remove(tmp_path / "never") == 0
+    with open_index(tmp_path) as idx:  # and in a later process, from the cache on disk
+        assert len(idx.search_vector(q, k=3)) == 3
+        assert idx.search_vector(q, k=10, folder=folder) == []
 
 
 @pytest.mark.parametrize(

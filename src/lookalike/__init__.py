@@ -9,6 +9,7 @@ Example:
 
 from .errors import (
     ConfigError,
+    EngineError,
     IndexCorruptError,
     LookalikeError,
     MissingDependencyError,
@@ -27,7 +28,13 @@ from .errors import (
 from .setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
 from .types import FailedFile, Hit, IndexReport
 
-_LAZY = {"Index": "index", "default_db_path": "index", "Progress": "pipeline"}
+_LAZY = {
+    "Index": "index",
+    "default_db_path": "index",
+    "Progress": "pipeline",
+    "DuplicateGroup": "duplicates.types",
+    "DuplicateMember": "duplicates.types",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -46,7 +53,10 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "ConfigError",
+    "DuplicateGroup",
+    "DuplicateMember",
     "EmbedderOptions",
+    "EngineError",
     "FailedFile",
     "Hit",
     "Index",

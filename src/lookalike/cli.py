@@ -43,7 +43,8 @@ def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--db",
         type=click.Path(dir_okay=False),
         envvar="LOOKALIKE_DB",
-        help="Index file (SQLite). Default: $LOOKALIKE_DB, else index.db in the user data dir.",
+        help="Index file (SQLite), or a postgresql://USER@HOST[:PORT]/DBNAME URL. "
+        "Default: $LOOKALIKE_DB, else index.db in the user data dir.",
     )(fn)
 
 
@@ -106,6 +107,12 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _no_empty(what: str, *values: str | None) -> None:
+    """An empty argument is a usage error: it must never mean the current folder."""
+    if any(v is not None and not v.strip() for v in values):
+        raise click.UsageError(f"{what} is empty; name a file or folder ('.' for this one)")
+
+
 def _open(db: str | None, **opts: Any) -> Any:
     from .index import Index
 
@@ -129,7 +136,7 @@ def _progress_context(enabled: bool) -> Any:
     )
 
     return Progress(
-        TextColumn("indexing"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
@@ -139,18 +146,44 @@ def _progress_context(enabled: bool) -> Any:
     )
 
 
+def _progress_hooks(bar: Any) -> dict[str, Any]:
+    """``on_progress`` and ``on_stage`` for :meth:`Index.update` that drive ``bar``."""
+    import time
+
+    task = bar.add_task("indexing", total=None, rate="")
+    # The rate counts from when the model is ready: loading (and a first run's
+    # compilation) would otherwise show as a slow start.
+    ready = {"at": time.monotonic(), "embedded": 0, "last": 0}
+
+    def on_stage(stage: str) -> None:
+        if stage == "loading-model":
+            bar.update(task, description="loading model... (first run compiles it once)")
+        else:
+            ready.update(at=time.monotonic(), embedded=ready["last"])
+            bar.update(task, description="indexing")
+
+    def on_progress(p: Any) -> None:
+        ready["last"] = p.embedded
+        seconds = time.monotonic() - ready["at"]
+        done = p.embedded - ready["embedded"]
+        rate = f"{done / seconds:.1f} img/s" if done > 0 and seconds > 0 else ""
+        bar.update(task, total=p.total, completed=p.done, rate=rate)
+
+    return {"on_progress": on_progress, "on_stage": on_stage}
+
+
+def _say_wait(line: str) -> None:
+    """Another run holds this index's lock: say so, whatever the output mode."""
+    click.echo(f"lookalike: {line}", err=True)
+
+
 def _update(idx: Any, folders: tuple[str, ...], show_progress: bool, **kw: Any) -> Any:
+    kw.setdefault("on_wait", _say_wait)
     bar = _progress_context(show_progress)
     if bar is None:
         return idx.update(*folders, **kw)
     with bar:
-        task = bar.add_task("indexing", total=None, rate="")
-
-        def on_progress(p: Any) -> None:
-            rate = f"{p.embedded / p.seconds:.1f} img/s" if p.seconds > 0 else ""
-            bar.update(task, total=p.total, completed=p.done, rate=rate)
-
-        return idx.update(*folders, on_progress=on_progress, **kw)
+        return idx.update(*folders, **_progress_hooks(bar), **kw)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -172,6 +205,24 @@ def main() -> None:
 @click.option("--follow-links", is_flag=True, help="Follow symbolic links (loops are detected).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the report).")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to decode and embed: this machine, or a Ray cluster (paths must be "
+    "readable on every node).",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="Ray cluster for --engine ray (default: $RAY_ADDRESS, else a local cluster).",
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="If another run is updating this index, stop instead of waiting for it.",
+)
 @_guard
 def index(
     folders: tuple[str, ...],
@@ -179,14 +230,20 @@ def index(
     as_json: bool,
     follow_links: bool,
     include_hidden: bool,
+    engine: str,
+    ray_address: str | None,
+    no_wait: bool = False,
     **model_opts: Any,
 ) -> None:
     """Index FOLDERS recursively: embed new and changed images, drop deleted ones."""
     import json
 
     from .errors import NothingIndexedError
+    from .preflight import check_folders
     from .present import report_lines
 
+    _no_empty("FOLDER", *folders)
+    check_folders(folders)  # before any model loads
     with _open(db, **model_opts) as idx:
         try:
             report = _update(
@@ -195,6 +252,9 @@ def index(
                 not as_json and sys.stderr.isatty(),
                 follow_links=follow_links,
                 include_hidden=include_hidden,
+                engine=engine,
+                ray_address=ray_address,
+                wait=not no_wait,
             )
         except NothingIndexedError as e:
             if as_json and e.report is not None:
@@ -207,8 +267,23 @@ def index(
 
 
 @main.command()
-@click.argument("query", type=click.Path())
+@click.argument("query", required=False, type=click.Path())
 @click.argument("folder", required=False, type=click.Path())
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    metavar="TEXT",
+    help="Search by words (a CLIP index); repeatable; 'W:text' weighs a term (2:red). "
+    "QUERY is then optional.",
+)
+@click.option(
+    "--not",
+    "negatives",
+    multiple=True,
+    metavar="TERM",
+    help="Move away from TERM: words, or an image file; repeatable; 'W:' weighs it.",
+)
 @click.option(
     "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many results."
 )
@@ -220,7 +295,7 @@ def index(
 @click.option("--show", is_flag=True, help="Open the result grid in a window.")
 @_guard
 def search(
-    query: str,
+    query: str | None,
     folder: str | None,
     k: int,
     db: str | None,
@@ -228,12 +303,31 @@ def search(
     as_json: bool,
     plot: str | None,
     show: bool,
+    texts: tuple[str, ...] = (),
+    negatives: tuple[str, ...] = (),
     **model_opts: Any,
 ) -> None:
-    """The K images most similar to QUERY; with FOLDER, index it first and search only it."""
+    """The K images most similar to QUERY; with FOLDER, index it first and search only it.
+
+    With --text (a CLIP index), QUERY is optional and a lone folder argument is FOLDER.
+    """
     from .present import hits_json, hits_table
 
-    with _open(db, **model_opts) as idx:
+    _no_empty("QUERY", query)
+    _no_empty("FOLDER", folder)
+    if texts or negatives:
+        _search_terms(
+            query, folder, k, db, exact, as_json, plot, show, texts, negatives, model_opts
+        )
+        return
+    if query is None:
+        raise click.UsageError("missing QUERY (an image), or search by words with --text")
+    from .preflight import check_folders, check_query_file
+
+    # Before any model loads or any folder is indexed; a search alone creates no index.
+    check_query_file(query)
+    check_folders([folder] if folder is not None else [])
+    with _open(db, create=folder is not None, **model_opts) as idx:
         if folder is not None:
             report = _update(idx, (folder,), not as_json and sys.stderr.isatty())
             if report.failed and not as_json:
@@ -251,7 +345,55 @@ def search(
         _plot(query_path, hits, plot, show)
 
 
-def _plot(query: str, hits: Any, out: str | None, show: bool) -> None:
+def _search_terms(
+    query: str | None,
+    folder: str | None,
+    k: int,
+    db: str | None,
+    exact: bool,
+    as_json: bool,
+    plot: str | None,
+    show: bool,
+    texts: tuple[str, ...],
+    negatives: tuple[str, ...],
+    model_opts: dict[str, Any],
+) -> None:
+    """``search`` with --text/--not: a :class:`~lookalike.query.Query` of words and images."""
+    from .present import hits_json, hits_table
+    from .query import Query
+
+    if query is not None and folder is None and os.path.isdir(query):
+        query, folder = None, query  # `search FOLDER --text red`
+    if not texts and query is None:
+        raise click.UsageError("--not needs something to search for: QUERY or --text")
+    if any(not t.strip() for t in (*texts, *negatives)):
+        raise click.UsageError("--text and --not take a non-empty text (or image path)")
+    image = os.path.abspath(query) if query is not None else None
+    q = Query.build(text=texts, image=image, negative=negatives)  # checked before any work
+    with _open(db, **model_opts) as idx:
+        for term in q.terms:
+            if term.kind == "text":
+                idx.embed_text(term.value)  # refuses an image-only index before indexing
+                break
+        if folder is not None:
+            report = _update(idx, (folder,), not as_json and sys.stderr.isatty())
+            if report.failed and not as_json:
+                click.echo(
+                    f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
+                    err=True,
+                )
+        hits = idx.search_query(q, k=k, folder=folder, exact=exact)
+    if as_json:
+        click.echo(hits_json(q.describe(), hits))
+    else:
+        click.echo(hits_table(hits))
+    if plot or show:
+        _plot(image, hits, plot, show, text=q.label())
+
+
+def _plot(
+    query: str | None, hits: Any, out: str | None, show: bool, text: str | None = None
+) -> None:
     from .present.grid import plot_grid
 
     can_show = show and bool(
@@ -265,7 +407,7 @@ def _plot(query: str, hits: Any, out: str | None, show: bool) -> None:
             + (f"; wrote {out}" if out else "; use --plot FILE"),
             err=True,
         )
-    plot_grid(query, hits, out, show=can_show)
+    plot_grid(query, hits, out, show=can_show, text=text)
 
 
 @main.command()
@@ -279,7 +421,7 @@ def info(db: str | None, check: bool, as_json: bool) -> None:
 
     from .present import info_lines
 
-    with _open(db) as idx:
+    with _open(db, create=False) as idx:
         data = idx.info()
         if check:
             data["integrity"] = idx.check()
@@ -295,7 +437,8 @@ def info(db: str | None, check: bool, as_json: bool) -> None:
 @_guard
 def remove(folder: str, db: str | None) -> None:
     """Forget every indexed image below FOLDER (files on disk are untouched)."""
-    with _open(db) as idx:
+    _no_empty("FOLDER", folder)
+    with _open(db, create=False) as idx:
         n = idx.remove(folder)
     click.echo(f"removed {n} images below {os.path.abspath(folder)}")
 

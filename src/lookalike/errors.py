@@ -9,6 +9,7 @@ its message as one line; anything else is a bug and may show a traceback.
     ├── NothingIndexedError         every candidate file failed: not an empty success
     ├── QueryError                  the query image cannot be read or decoded
     ├── MissingDependencyError      an optional package is needed (says what to install)
+    ├── EngineError                 the cluster engine (Ray) cannot run or lost its workers
     ├── ModelError                  the embedding model cannot be built
     │   ├── ModelNotFoundError      no such timm model
     │   ├── WeightsUnavailableError offline and nothing cached (names the file and --weights)
@@ -17,7 +18,9 @@ its message as one line; anything else is a bug and may show a traceback.
         ├── SetupMismatchError      built with another model, weights, pooling or preprocessing
         ├── SchemaTooNewError       written by a newer lookalike: upgrade
         ├── IndexCorruptError       not a database, or fails its check (says how to rebuild)
-        └── StoreWriteError         a commit failed (disk full, I/O error); rolled back
+        ├── StoreWriteError         a commit failed (disk full, I/O error); rolled back
+        ├── IndexNotFoundError      a read-only command on a missing index (says how to make one)
+        └── IndexBusyError          another process is updating this index (and we may not wait)
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ class MissingDependencyError(LookalikeError):
     """An optional package is needed; the message names the pip extra to install."""
 
 
+class EngineError(LookalikeError):
+    """The engine that embeds elsewhere (``--engine ray``) cannot start or failed for good.
+
+    Batches committed before the failure are kept; the next run resumes.
+    """
+
+
 class ModelError(LookalikeError):
     """The embedding model cannot be built or loaded."""
 
@@ -104,3 +114,11 @@ class IndexCorruptError(StoreError):
 
 class StoreWriteError(StoreError):
     """A write to the index failed and was rolled back (disk full, I/O error)."""
+
+
+class IndexNotFoundError(StoreError):
+    """There is no index at the path a read-only command was given; nothing was created."""
+
+
+class IndexBusyError(StoreError):
+    """Another process is updating this index and the caller asked not to wait for it."""

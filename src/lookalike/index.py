@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .decode import DecodeFailure, DecodeLimits
 from .errors import ConfigError, QueryError
 from .index_setup import SetupMixin
+from .paths import path_forms, resolved
 from .pipeline import Progress, run_update
-from .setup import EmbedderOptions
-from .store import SQLiteStore, Store, WriteBatch, WriteResult
+from .setup import DEFAULT_MODEL, EmbedderOptions
+from .store import Store, WriteBatch, WriteResult, open_store
 from .types import FailedFile, Hit, IndexReport
+
+if TYPE_CHECKING:
+    from .duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 
 
 def default_db_path() -> Path:
@@ -30,7 +35,8 @@ def default_db_path() -> Path:
 
 
 def _as_path_bytes(path: str | os.PathLike[str] | bytes) -> bytes:
-    return os.path.abspath(os.path.expanduser(os.fsencode(path)))
+    """Absolute, links resolved: the form ``update`` stores paths in (#8, see paths.py)."""
+    return resolved(path)
 
 
 class Index(SetupMixin):
@@ -91,6 +97,7 @@ class Index(SetupMixin):
         ann: str = "auto",
         ann_threshold: int = 100_000,
         embedder: Any = None,
+        create: bool = True,
     ) -> Index:
         """Open (or create) the index at ``path``.
 
@@ -99,7 +106,9 @@ class Index(SetupMixin):
 
         Args:
             path: the SQLite file; default :func:`default_db_path`. Derived caches go in
-                ``<path>.cache/`` beside it.
+                ``<path>.cache/`` beside it. A ``postgresql://USER@HOST[:PORT]/DBNAME`` URL
+                (also as ``$LOOKALIKE_DB``) opens a PostgreSQL + pgvector index instead, which
+                searches its vectors in the server (README, "PostgreSQL").
             model: any timm model name.
             weights: a local ``.safetensors``/``.pth`` file instead of timm's hub cache.
             pool: ``avg``, ``gem``, ``max``, ``flatten`` or ``token``.
@@ -117,12 +126,14 @@ class Index(SetupMixin):
             ann_threshold: vector count from which ``auto`` builds the approximate index.
             embedder: an object with ``setup``, ``batch_size``, ``embed_pixels`` to use
                 instead of a timm model (tests, other backends).
+            create: create the index when there is none; ``False`` for read-only use.
 
         Raises:
             SetupMismatchError: the index was built with another model/weights/pooling/crop.
+            IndexNotFoundError: ``create`` is false and there is no index (nothing created).
             StoreError: the file cannot be used.
         """
-        db_path = Path(path).expanduser() if path is not None else default_db_path()
+        location = path if path is not None else os.environ.get("LOOKALIKE_DB") or default_db_path()
         if ann not in ("auto", "on", "off"):
             raise ConfigError(f"unknown ann mode {ann!r}; choose auto, on or off")
         options = EmbedderOptions(
@@ -140,12 +151,17 @@ class Index(SetupMixin):
 
             requested_backend(options)  # ConfigError for an unknown name, before any work
         limits = DecodeLimits(max_pixels=max_pixels) if max_pixels else DecodeLimits()
-        store = SQLiteStore(db_path)
+        if not create:
+            from .preflight import require_index
+
+            require_index(location, named=path is not None or "LOOKALIKE_DB" in os.environ)
+        store = open_store(location)
+        db_path = getattr(store, "path", None)  # a database server keeps no cache beside it
         try:
             index = cls(
                 store,
                 options,
-                cache_dir=db_path.with_name(db_path.name + ".cache"),
+                cache_dir=db_path.with_name(db_path.name + ".cache") if db_path else None,
                 decode_limits=limits,
                 workers=workers,
                 ann=ann,
@@ -195,7 +211,20 @@ class Index(SetupMixin):
                 result.removed_ids,
                 result.generation,
                 result.previous_generation,
+                generation_id=getattr(result, "generation_id", None),
+                previous_generation_id=getattr(result, "previous_generation_id", None),
             )
+
+    def _committing(self) -> contextlib.AbstractContextManager[object]:
+        """Held around each store commit and its cache update: readers meeting the commit
+        in flight keep their last consistent snapshot instead of rebuilding the cache."""
+        if self._cache_dir is None:
+            return contextlib.nullcontext()
+        return self._vector_search().committing()
+
+    def _commit(self, batch: WriteBatch) -> None:
+        with self._committing():
+            self._on_commit(self._store.write(batch))
 
     # -- the public operations ------------------------------------------------------------
 
@@ -208,12 +237,22 @@ class Index(SetupMixin):
     def path(self) -> Path:
         return Path(getattr(self._store, "path", ""))
 
+    @property
+    def location(self) -> str:
+        """Where the index lives: its file, or its PostgreSQL URL without the password."""
+        return getattr(self._store, "location", None) or str(self.path)
+
     def update(
         self,
         *folders: str | os.PathLike[str],
         on_progress: Callable[[Progress], None] | None = None,
         follow_links: bool = False,
         include_hidden: bool = False,
+        engine: str | Any = "local",
+        ray_address: str | None = None,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Bring the index up to date with ``folders`` (recursively), incrementally.
 
@@ -222,10 +261,25 @@ class Index(SetupMixin):
         of identical content. One bad file never stops the run: it is listed in
         ``report.failed`` with a reason.
 
+        Args:
+            engine: where decoding and embedding run: ``"local"`` (this machine) or
+                ``"ray"`` (a Ray cluster; the paths must be readable on every node; see
+                :mod:`lookalike.engine.ray_engine`), or a :class:`lookalike.engine.Engine`.
+            ray_address: the Ray cluster; default ``$RAY_ADDRESS``, else a local cluster.
+            wait: when another process is updating this index (it holds ``<db>.lock``,
+                :mod:`lookalike.index_lock`), wait for it, then do what is left; ``False``:
+                raise :class:`~lookalike.errors.IndexBusyError`.
+            on_wait: called with one sentence (who holds the lock) before waiting.
+            on_stage: called with ``"loading-model"`` before the model loads (the first
+                run of a model compiles it) and ``"embedding"`` once it is ready.
+
         Raises:
             SourceUnavailableError: a folder is missing, unreadable or looks unmounted;
                 nothing is changed.
+            IndexBusyError: another process is updating the index and ``wait`` is false.
             NothingIndexedError: every image file failed.
+            MissingDependencyError: ``engine="ray"`` without ``lookalike[ray]``.
+            EngineError: the Ray cluster cannot be reached or failed (committed batches stay).
 
         Example:
             >>> report = idx.update("~/Pictures")  # doctest: +SKIP
@@ -233,21 +287,67 @@ class Index(SetupMixin):
         """
         if not folders:
             raise ConfigError("name at least one folder to index")
-        report = run_update(
-            self._store,
-            list(folders),
-            get_embedder=self._get_embedder,
-            preprocess=self._expected_preprocess(),
-            decode_limits=self._decode_limits,
+        if any(not os.fspath(f) for f in folders):  # "" would silently mean the cwd
+            raise ConfigError("a folder name is empty (the current folder is '.')")
+        from .engine import make_engine
+
+        runner = make_engine(
+            engine,
+            ray_address=ray_address,
+            options=self._effective_options,
+            limits=self._decode_limits,
             workers=self._workers,
-            on_commit=self._on_commit,
-            on_progress=on_progress,
-            follow_links=follow_links,
-            include_hidden=include_hidden,
         )
+        with self._update_lock(wait, on_wait):
+            report = run_update(
+                self._store,
+                list(folders),
+                get_embedder=self._embedder_getter(on_stage),
+                preprocess=self._expected_preprocess(),
+                decode_limits=self._decode_limits,
+                workers=self._workers,
+                on_commit=self._on_commit,
+                commit_guard=self._committing,
+                on_progress=on_progress,
+                follow_links=follow_links,
+                include_hidden=include_hidden,
+                engine=runner,
+            )
         if self._ann != "off" and self._store.count() >= self._ann_threshold:
-            self._vector_search().build_ann()
+            if getattr(self._store, "searches_vectors", False):
+                self._store.build_ann()  # type: ignore[attr-defined]
+            else:
+                self._vector_search().build_ann()
         return report
+
+    def _update_lock(self, wait: bool, on_wait: Callable[[str], None] | None) -> Any:
+        """The OS lock that keeps a second updater of this SQLite file from redoing the work."""
+        db_path = getattr(self._store, "path", None)
+        if db_path is None:  # a database server: no file beside it to lock
+            import contextlib
+
+            return contextlib.nullcontext()
+        from .index_lock import update_lock
+
+        return update_lock(db_path, wait=wait, on_wait=on_wait)
+
+    def _embedder_getter(self, on_stage: Callable[[str], None] | None) -> Callable[[], Any]:
+        """``_get_embedder``, telling ``on_stage`` when a model starts and ends loading."""
+        if on_stage is None:
+            return self._get_embedder
+        told: list[str] = []
+
+        def get() -> Any:
+            if self._embedder is None and not told:
+                told.append("loading-model")
+                on_stage("loading-model")
+            embedder = self._get_embedder()
+            if "embedding" not in told:
+                told.append("embedding")
+                on_stage("embedding")
+            return embedder
+
+        return get
 
     def embed(self, path: str | os.PathLike[str]) -> np.ndarray:
         """The vector of one image file: float32 ``(dim,)``, unit norm. Loads the model.
@@ -272,19 +372,25 @@ class Index(SetupMixin):
             raise QueryError(f"the model gave no usable vector for {os.fspath(path)}", "bad-vector")
         return vec
 
-    def _query_vector(self, path: bytes) -> tuple[np.ndarray, list[int]]:
-        """The query's vector (stored when up to date, else embedded) and ids to exclude."""
+    def _query_vector(self, query: str | os.PathLike[str]) -> tuple[np.ndarray, list[int]]:
+        """The query's vector (stored when up to date, else embedded) and ids to exclude:
+        every stored row the query file is, through links or not (#8)."""
+        forms = path_forms(query)
         try:
-            st = os.stat(path)
+            st = os.stat(forms[0])
         except OSError as e:
-            raise QueryError(f"cannot read query {os.fsdecode(path)}: {e.strerror}") from None
-        found = self._store.lookup(path)
-        if found is not None:
-            row, vec = found
-            if (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                return vec, [row.id]
-            return self.embed(os.fsdecode(path)), [row.id]
-        return self.embed(os.fsdecode(path)), []
+            raise QueryError(f"cannot read query {os.fsdecode(forms[-1])}: {e.strerror}") from None
+        vec, exclude = None, []
+        for form in forms:
+            found = self._store.lookup(form)
+            if found is not None:
+                row, stored = found
+                exclude.append(row.id)
+                if vec is None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    vec = stored
+        if vec is None:
+            vec = self.embed(os.fsdecode(forms[0]))
+        return vec, exclude
 
     def search(
         self,
@@ -309,8 +415,7 @@ class Index(SetupMixin):
             >>> hits = idx.search("q.jpg", k=3)  # doctest: +SKIP
             >>> [(h.rank, round(h.score, 3), h.path) for h in hits]  # doctest: +SKIP
         """
-        path = _as_path_bytes(query)
-        vec, exclude = self._query_vector(path)
+        vec, exclude = self._query_vector(query)
         return self.search_vector(vec, k, folder=folder, exact=exact, _exclude=exclude)
 
     def search_vector(
@@ -342,22 +447,34 @@ class Index(SetupMixin):
         if not np.isfinite(norm) or norm == 0:
             raise ConfigError("query vector is zero or not finite")
         q = q / norm
-        allow = None
-        if folder is not None:
-            allow = self._store.ids_under([_as_path_bytes(folder)])
-            if allow.size == 0:
-                return []
-        excl = np.asarray(list(_exclude), dtype=np.int64) if _exclude else None
-        scores, ids = self._vector_search().search(
-            q[None], k, exact=exact, allow=allow, exclude=excl
-        )
+        if getattr(self._store, "searches_vectors", False):  # searched in the server
+            found = self._store.search(  # type: ignore[attr-defined]
+                q,
+                k,
+                exact=exact,
+                folders=path_forms(folder) if folder is not None else [],
+                exclude=[int(i) for i in _exclude],
+                ann=self._ann,
+                ann_threshold=self._ann_threshold,
+            )
+            scores, ids = found[0][None], found[1][None]
+        else:
+            allow = None
+            if folder is not None:
+                allow = self._store.ids_under(path_forms(folder))
+                if allow.size == 0:
+                    return []
+            excl = np.asarray(list(_exclude), dtype=np.int64) if _exclude else None
+            scores, ids = self._vector_search().search(
+                q[None], k, exact=exact, allow=allow, exclude=excl
+            )
         paths = self._store.paths_for([int(i) for i in ids[0] if i >= 0])
         hits: list[Hit] = []
         for score, image_id in zip(scores[0], ids[0], strict=True):
             path = paths.get(int(image_id))
             if path is None:  # padding, or deleted since the cache was read
                 continue
-            hits.append(Hit(len(hits) + 1, float(score), os.fsdecode(path)))
+            hits.append(Hit(len(hits) + 1, float(score), os.fsdecode(path), int(image_id)))
         return hits
 
     def add_embeddings(self, paths: Sequence[str | os.PathLike[str]], vectors: np.ndarray) -> None:
@@ -380,21 +497,23 @@ class Index(SetupMixin):
             raise ConfigError(f"vectors have dimension {vecs.shape[1]}; the index holds {dim}")
         vecs = vecs / norms
         batch = WriteBatch()
-        for p, v in zip(paths, vecs, strict=True):
-            b = _as_path_bytes(p)
+        last = {_as_path_bytes(p): i for i, p in enumerate(paths)}  # a path twice: its last
+        for b, i in last.items():
             try:
                 st = os.stat(b)
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size, mtime = -1, -1
-            batch.upserts.append((b, size, mtime, None, v))
-        self._on_commit(self._store.write(batch))
+            batch.upserts.append((b, size, mtime, None, vecs[i]))
+        self._commit(batch)
 
     def remove(self, folder: str | os.PathLike[str]) -> int:
         """Forget every image below ``folder`` (the files are untouched). Returns the count."""
-        ids = self._store.ids_under([_as_path_bytes(folder)])
-        self._on_commit(self._store.write(WriteBatch(deletes=[int(i) for i in ids])))
-        self._store.remove_folder(_as_path_bytes(folder))  # type: ignore[attr-defined]
+        forms = path_forms(folder)
+        ids = self._store.ids_under(forms)
+        self._commit(WriteBatch(deletes=[int(i) for i in ids]))
+        for form in forms:
+            self._store.remove_folder(form)  # type: ignore[attr-defined]
         return int(ids.size)
 
     def failures(self) -> list[FailedFile]:
@@ -411,7 +530,7 @@ class Index(SetupMixin):
         """What the index holds and how it was built (the data of ``lookalike info``)."""
         setup = self.setup
         out: dict[str, Any] = {
-            "db": str(self.path),
+            "db": self.location,
             "images": self._store.count(),
             "dim": self._store.dim(),
             "model": setup.model if setup else None,
@@ -419,13 +538,297 @@ class Index(SetupMixin):
             "weights_path": self._store.get_meta("weights_path"),
             "pooling": setup.pool if setup else None,
             "preprocessing": json.loads(setup.to_json())["preprocess"] if setup else None,
+            # "clip": text queries work (#10); "clip" then names the library, tag, tokenizer.
+            "space": setup.space if setup else None,
+            "clip": json.loads(setup.to_json()).get("clip") if setup else None,
             "folders": [os.fsdecode(f) for f in self._store.folders()],
             "failed": [
                 {"path": f.path, "reason": f.reason, "detail": f.detail} for f in self.failures()
             ],
             "generation": self._store.generation(),
         }
+        from .duplicates.api import recorded_calibration
+
+        cal = recorded_calibration(self)  # the duplicate threshold, when calibrated (#9)
+        out["duplicate_threshold"] = (
+            dict(cal.to_dict(), sentence=cal.sentence()) if cal is not None else None
+        )
         return out
+
+    # -- images by id (for adapters that must not take paths from users: the web UI) ------
+
+    def images(self, offset: int = 0, limit: int = 100) -> tuple[int, list[tuple[int, str]]]:
+        """The total image count and ``(id, path)`` of up to ``limit`` images in path order."""
+        if offset < 0 or limit < 0:
+            raise ConfigError("offset and limit must not be negative")
+        rows = self._store.page(offset, limit)
+        return self._store.count(), [(i, os.fsdecode(p)) for i, p in rows]
+
+    def image_path(self, image_id: int) -> str | None:
+        """The path of the image with this id, or ``None`` if there is none."""
+        path = self._store.paths_for([int(image_id)]).get(int(image_id))
+        return os.fsdecode(path) if path is not None else None
+
+    def image_ids(self, paths: Sequence[str]) -> dict[str, int]:
+        """The ids of those ``paths`` that are indexed."""
+        out: dict[str, int] = {}
+        for p in paths:
+            found = self._store.lookup(_as_path_bytes(p))
+            if found is not None:
+                out[p] = found[0].id
+        return out
+
+    def similar_to_id(
+        self,
+        image_id: int,
+        k: int = 10,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` images most similar to the stored image ``image_id`` (never itself).
+
+        Raises:
+            QueryError: no image has this id.
+        """
+        vec = self._store.vectors_for([int(image_id)]).get(int(image_id))
+        if vec is None:
+            raise QueryError(f"no image with id {image_id} in the index", "unknown-id")
+        return self.search_vector(vec, k, folder=folder, exact=exact, _exclude=[int(image_id)])
+
+    def embed_bytes(self, data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+        """The vector of an image given as bytes (an upload), decoded in memory.
+
+        Args:
+            data: the image file's bytes; never written anywhere.
+            max_pixels: a stricter decompression-bomb limit than the index's.
+
+        Raises:
+            QueryError: the bytes are not a usable image; ``reason`` says why.
+        """
+        from dataclasses import replace
+
+        from .decode import decode_bytes
+
+        limits = self._decode_limits
+        if max_pixels is not None:
+            limits = replace(limits, max_pixels=min(max_pixels, limits.max_pixels))
+        embedder = self._get_embedder()
+        try:
+            pixels = decode_bytes(data, embedder.setup.preprocess, limits)
+        except DecodeFailure as e:
+            raise QueryError(f"cannot read the image: {e.detail or e.reason}", e.reason) from None
+        vec = embedder.embed_pixels(pixels[None])[0]
+        if not np.all(np.isfinite(vec)):
+            raise QueryError("the model gave no usable vector for the image", "bad-vector")
+        return vec
+
+    # -- near-duplicate groups (#9; the work is in lookalike.duplicates) ------------------
+
+    def duplicates(
+        self,
+        threshold: float | None = None,
+        folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        keep: str | Sequence[str] = "resolution,size,oldest",
+        *,
+        calibrate: bool | str = "auto",
+    ) -> list[DuplicateGroup]:
+        """Every group of copies among the indexed images, largest groups first.
+
+        Every member of a group is at least ``threshold`` similar to the kept file (groups
+        never chain); a file is in at most one group; byte-identical files are always
+        grouped. See :meth:`duplicate_report` for the arguments.
+
+        Example:
+            >>> for g in idx.duplicates(keep="resolution,oldest"):  # doctest: +SKIP
+            ...     print(g.keep, [(m.path, round(m.score, 3)) for m in g.others])
+        """
+        return self.duplicate_report(threshold, folders, keep, calibrate=calibrate).groups
+
+    def duplicate_report(
+        self,
+        threshold: float | None = None,
+        folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        keep: str | Sequence[str] = "resolution,size,oldest",
+        *,
+        calibrate: bool | str = "auto",
+    ) -> DuplicateReport:
+        """The duplicate groups with the threshold used, the image count and the time taken.
+
+        Args:
+            threshold: cosine from which two images are copies; default: the index's
+                calibrated threshold (see :meth:`calibrate_duplicates`), else 0.90.
+            folders: only images below these folders.
+            keep: which file stays: criteria tried in order (``resolution``, ``size``,
+                ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``,
+                ``path``), e.g. ``"resolution,size,oldest"``.
+            calibrate: ``"auto"`` calibrates once (loading the model) when no threshold is
+                given and the index has none for its model; ``False`` never does.
+
+        Raises:
+            ConfigError: a threshold outside (0, 1] or an unknown keep criterion.
+        """
+        from .duplicates.api import duplicate_report
+
+        return duplicate_report(self, threshold, folders, keep, calibrate)
+
+    def calibrate_duplicates(
+        self, target_precision: float = 0.95, *, sample: int = 60, seed: int = 0
+    ) -> Calibration:
+        """Choose the duplicate threshold on edited copies of this index's images and
+        record it in the index (for its model) as the default of :meth:`duplicates`.
+
+        Loads the model. ``sample`` indexed images each get edited copies made in memory
+        (crop, resize, JPEG, colour, flip, rotation, text); the threshold is the lowest
+        reaching ``target_precision`` against the samples' nearest distinct images.
+
+        Example:
+            >>> idx.calibrate_duplicates().sentence()  # doctest: +SKIP
+            '0.83: 95% precision on edited copies of your images, recall 0.90 (...)'
+        """
+        from .duplicates.api import calibrate_index
+
+        return calibrate_index(self, target_precision, sample, seed)
+
+    def duplicate_calibration(self) -> Calibration | None:
+        """The calibration recorded for this index's model, or ``None``."""
+        from .duplicates.api import recorded_calibration
+
+        return recorded_calibration(self)
+
+    def move_duplicates(
+        self,
+        groups: Sequence[DuplicateGroup],
+        destination: str | os.PathLike[str],
+        *,
+        dry_run: bool = False,
+    ) -> MoveReport:
+        """Move every non-kept member of ``groups`` below ``destination``; delete nothing.
+
+        Paths stay relative to their indexed folder; an existing target is never
+        replaced; an undo manifest is written in ``destination`` before the first move;
+        a file that vanished or changed since listing is reported in ``skipped``. The
+        index follows: moved images keep their vectors when the target is inside an
+        indexed folder and are forgotten otherwise. ``dry_run`` changes nothing.
+        """
+        from .duplicates.api import move_duplicates
+
+        return move_duplicates(self, groups, destination, dry_run)
+
+    def undo_duplicate_moves(
+        self, manifest: str | os.PathLike[str], *, dry_run: bool = False
+    ) -> MoveReport:
+        """Move the files an undo manifest lists back (never overwriting)."""
+        from .duplicates.api import undo_move
+
+        return undo_move(self, manifest, dry_run)
+
+    def apply_moves(self, moved: Sequence[tuple[str, str]]) -> None:
+        """Tell the index that files moved, as ``(from, to)`` paths: an image moved inside
+        an indexed folder keeps its vector under the new path; one moved out of every
+        indexed folder is forgotten. (:meth:`move_duplicates` does this itself.)"""
+        from .duplicates.api import record_moves
+
+        record_moves(self, list(moved))
+
+    # -- search by words (#10; CLIP indexes: lookalike.query, lookalike.embed.clip_text) --
+
+    @property
+    def is_clip(self) -> bool:
+        """Whether text queries work: the index holds (or, new, will hold) CLIP vectors."""
+        setup = self.setup
+        if setup is not None:
+            return setup.space == "clip"
+        from .embed.clip_names import is_clip_name
+
+        return is_clip_name(self._options.model)
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """The vector of ``text`` in a CLIP index's space: float32 ``(dim,)``, unit norm.
+
+        Loads the text tower on first use (a compiled copy from the model cache when there
+        is one).
+
+        Raises:
+            ConfigError: not a CLIP index (the message says how to build one); empty text.
+        """
+        if not text.strip():
+            raise ConfigError("an empty text is not a query")
+        vec = self._text_encoder().embed([text])[0]
+        if not np.all(np.isfinite(vec)):
+            raise QueryError(f"the model gave no usable vector for {text!r}", "bad-vector")
+        return vec  # type: ignore[no-any-return]
+
+    def search_text(
+        self, text: str, k: int = 10, *, folder: str | os.PathLike[str] | None = None
+    ) -> list[Hit]:
+        """The ``k`` indexed images that best match ``text`` (a CLIP index only).
+
+        Example:
+            >>> hits = idx.search_text("a red bicycle", k=5)  # doctest: +SKIP
+        """
+        from .query import Query, Term
+
+        return self.search_query(Query((Term("text", text),)), k, folder=folder)
+
+    def search_query(
+        self,
+        query: Any,
+        k: int = 10,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` images that best match a :class:`~lookalike.query.Query` of weighted
+        texts and images, positive and negative (the rule is in :mod:`lookalike.query`).
+
+        Image terms that are indexed files are never results themselves.
+
+        Example:
+            >>> from lookalike.query import Query
+            >>> q = Query.build(text=["2:red", "bicycle"], negative=["night"])
+            >>> hits = idx.search_query(q, k=10)  # doctest: +SKIP
+        """
+        from .query import SPREAD_SAMPLE, combine
+
+        if any(t.kind == "text" for t in query.terms):
+            self._text_encoder()  # refuses a non-CLIP index before any other work
+        vectors, exclude = [], []
+        for term in query.terms:
+            if term.kind == "text":
+                vectors.append(self.embed_text(term.value))
+            else:
+                vec, ids = self._query_vector(term.value)
+                vectors.append(vec)
+                exclude += ids
+        sample = None
+        if len(vectors) > 1:
+            chunks = self._store.iter_vectors(SPREAD_SAMPLE)
+            sample = next(iter(chunks), (None, None))[1]
+            getattr(chunks, "close", lambda: None)()
+        q = combine(
+            np.stack(vectors),
+            [t.weight for t in query.terms],
+            [t.negative for t in query.terms],
+            sample,
+        )
+        return self.search_vector(q, k, folder=folder, exact=exact, _exclude=exclude)
+
+    def _text_encoder(self) -> Any:
+        encoder = getattr(self, "_text", None)
+        if encoder is None:
+            from .embed.clip_names import not_clip_message
+            from .embed.clip_text import load_text_encoder
+            from .embed.model_cache import models_root
+
+            if not self.is_clip:
+                setup = self.setup
+                model = setup.model if setup else self._options.model or DEFAULT_MODEL
+                raise ConfigError(not_clip_message(self.path, model))
+            setup = self.setup or self._get_embedder().setup
+            encoder = load_text_encoder(models_root(), setup, self._effective_options())
+            self._text = encoder
+        return encoder
 
 
 __all__ = ["Index", "default_db_path"]

@@ -18,6 +18,7 @@ class SetupMixin:
     _options: EmbedderOptions
     _embedder: Any
     path: Any
+    location: Any
 
     @property
     def setup(self) -> Setup | None:
@@ -69,7 +70,7 @@ class SetupMixin:
 
     def _mismatch(self, problems: list[str]) -> SetupMismatchError:
         return SetupMismatchError(
-            f"index {self.path} was built with another setup ({'; '.join(problems)}); "
+            f"index {self.location} was built with another setup ({'; '.join(problems)}); "
             "use the same options, or another --db"
         )
 
@@ -99,8 +100,13 @@ class SetupMixin:
         weights = opts.weights
         if weights is None and recorded.weights.startswith("sha256:"):
             weights = self._store.get_meta("weights_path")
+        extra = opts.extra
+        if weights is None and recorded.weights.startswith("package:"):
+            # Built from the package registry's weights: keep them even once the hub has some.
+            extra = {**extra, "weights_source": "package"}
         return _replace(
             opts,
+            extra=extra,
             model=opts.model or recorded.model,
             weights=weights,
             pool=opts.pool or recorded.pool,

@@ -71,16 +71,19 @@ class ScanResult:
     """What one folder holds.
 
     Attributes:
-        root: absolute folder path (bytes).
+        root: absolute folder path (bytes), symbolic links resolved.
         files: image files found, sorted by path.
         problems: unreadable directories and non-regular files named like images.
         unseen: directories that could not be listed: records below them are kept as they are.
+        alias: the folder as given (absolute, links kept) when that differs from ``root``:
+            records stored under it before paths were resolved (#8) belong to this scan.
     """
 
     root: bytes
     files: list[FileEntry] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     unseen: list[bytes] = field(default_factory=list)
+    alias: bytes | None = None
 
 
 def is_image_name(name: bytes) -> bool:
@@ -89,14 +92,17 @@ def is_image_name(name: bytes) -> bool:
 
 
 def resolve_root(folder: str | os.PathLike[str] | bytes) -> bytes:
-    """Absolute bytes path of ``folder`` (``~`` expanded), checked to be a readable directory.
+    """Absolute bytes path of ``folder`` (``~`` expanded, symbolic links resolved), checked
+    to be a readable directory. Resolved, so that a file reached through a linked folder
+    is stored, searched and filtered under one path (#8).
 
     Raises:
         SourceUnavailableError: missing, not a directory, or unreadable.
     """
     raw = os.fsencode(folder)
-    path = os.path.abspath(os.path.expanduser(raw))
-    shown = os.fsdecode(path)
+    given = os.path.abspath(os.path.expanduser(raw))
+    path = os.path.realpath(given)
+    shown = os.fsdecode(given)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -133,7 +139,8 @@ def scan(
         >>> len(result.files), [p.reason for p in result.problems]  # doctest: +SKIP
     """
     root = resolve_root(folder)
-    result = ScanResult(root=root)
+    given = os.path.abspath(os.path.expanduser(os.fsencode(folder)))
+    result = ScanResult(root=root, alias=given if given != root else None)
     seen_dirs: set[tuple[int, int]] = set()
     if follow_links:
         st = os.stat(root)

@@ -49,6 +49,29 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class ClipSetup:
+    """What else makes the vectors of a CLIP index: the text side and where the model came from.
+
+    Attributes:
+        library: ``"open_clip"``.
+        version: the library's version when the index was built (informational: a newer
+            open_clip computes the same vectors, so it is not compared).
+        arch: the open_clip architecture, e.g. ``"ViT-B-32-256"``.
+        tag: the pretrained tag, e.g. ``"datacomp_s34b_b86k"``; ``None`` with a local file.
+        tokenizer: how text becomes tokens, e.g. ``"clip-bpe:49408:lower:77"``.
+        text: ``"sha256:<hex>"`` of the text tower's configuration (with the weights
+            fingerprint, it identifies the text tower).
+    """
+
+    library: str
+    version: str
+    arch: str
+    tag: str | None
+    tokenizer: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Setup:
     """Everything that determines a vector. An index holds vectors of exactly one Setup.
 
@@ -59,6 +82,8 @@ class Setup:
         pool: ``avg``, ``gem``, ``max``, ``flatten`` or ``token`` (the model's own head pooling).
         preprocess: input size, resize mode, normalisation.
         dim: vector dimension.
+        space: ``"image"`` (image-only vectors) or ``"clip"`` (text-aligned: text queries work).
+        clip: the CLIP side of a ``"clip"`` setup, else ``None``.
     """
 
     model: str
@@ -66,23 +91,37 @@ class Setup:
     pool: str
     preprocess: Preprocess
     dim: int
+    space: str = "image"
+    clip: ClipSetup | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if self.space == "image" and self.clip is None:
+            # Image setups keep the JSON they always had: recorded setups and compiled-model
+            # cache keys stay valid.
+            del d["space"], d["clip"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Setup:
         d = json.loads(text)
         d["preprocess"] = Preprocess(**d["preprocess"])
+        if d.get("clip") is not None:
+            d["clip"] = ClipSetup(**d["clip"])
         return cls(**d)
 
     def differences(self, other: Setup) -> list[str]:
         """Human lines naming each field that differs, ``[]`` when compatible."""
         out = []
-        for name in ("model", "weights", "pool", "dim"):
+        for name in ("model", "weights", "pool", "dim", "space"):
             a, b = getattr(self, name), getattr(other, name)
             if a != b:
                 out.append(f"{name}: index has {a!r}, requested {b!r}")
+        if self.clip is not None and other.clip is not None:
+            ca, cb = asdict(self.clip), asdict(other.clip)
+            for name in ca:
+                if name != "version" and ca[name] != cb[name]:
+                    out.append(f"clip.{name}: index has {ca[name]!r}, requested {cb[name]!r}")
         pa, pb = asdict(self.preprocess), asdict(other.preprocess)
         for name in pa:
             if pa[name] != pb[name]:

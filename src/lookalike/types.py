@@ -14,11 +14,14 @@ class Hit:
         rank: 1 for the best match.
         score: cosine similarity to the query, in [-1, 1].
         path: absolute path of the matching image.
+        id: the image's id in the index (what the web UI addresses images by); ``None``
+            when unknown. Not part of equality, nor of :meth:`to_dict` (the CLI's JSON).
     """
 
     rank: int
     score: float
     path: str
+    id: int | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "score": self.score, "path": self.path}

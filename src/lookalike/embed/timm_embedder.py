@@ -16,14 +16,8 @@ from ..setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
 from .pixels import check_pixels, check_tensor
 from .pooling import PooledModel, check_pool, default_pool, feature_layout, pool_features
 from .runtime import default_batch_size, resolve_device, resolve_precision, try_trace
-from .weights import (
-    create_pretrained,
-    file_fingerprint,
-    fit_state_dict,
-    hub_fingerprint,
-    read_state_dict,
-    weights_path,
-)
+from .shipped import load_pretrained, pretrained_fingerprint
+from .weights import file_fingerprint, fit_state_dict, read_state_dict, weights_path
 
 # A vector this short has no direction worth comparing: it is returned as NaN.
 ZERO_NORM = 1e-6
@@ -68,7 +62,8 @@ def resolve_model_name(name: str) -> str:
 
 
 def weights_fingerprint(opts: EmbedderOptions) -> str:
-    """``"sha256:<hex>"`` of ``opts.weights``, or ``"hub:<hf_hub_id>"``; builds no model.
+    """``"sha256:<hex>"`` of ``opts.weights``, ``"hub:<hf_hub_id>"`` or the package's
+    ``"package:<name>==<version>:sha256:<hex>"``; builds no model.
 
     Raises:
         ModelNotFoundError: unknown model (hub weights only).
@@ -77,7 +72,8 @@ def weights_fingerprint(opts: EmbedderOptions) -> str:
     """
     if opts.weights:
         return file_fingerprint(opts.weights)
-    return hub_fingerprint(resolve_model_name(opts.model or DEFAULT_MODEL))
+    name = resolve_model_name(opts.model or DEFAULT_MODEL)
+    return pretrained_fingerprint(name, opts.extra.get("weights_source"))
 
 
 def load_embedder(opts: EmbedderOptions) -> TimmEmbedder:
@@ -109,8 +105,8 @@ def load_embedder(opts: EmbedderOptions) -> TimmEmbedder:
         except RuntimeError as e:
             raise WeightsMismatchError(f"weights file {str(path)!r} does not fit {name}") from e
     else:
-        fingerprint = hub_fingerprint(name)
-        model = create_pretrained(name)
+        # The hub's cache or download, then the package registry's (embed/shipped.py).
+        model, fingerprint = load_pretrained(name, opts.extra.get("weights_source"))
     return TimmEmbedder(
         model,
         model_name=name,

@@ -122,9 +122,11 @@ def _unavailable_message(model_name: str) -> str:
         what = "download " + cfg.url
     else:
         what = "get a state dict for it"
+    from .shipped import offline_hint
+
     return (
         f"weights for {model_name} are not in the local cache and cannot be downloaded; "
-        f"{what} and pass --weights FILE (or set LOOKALIKE_WEIGHTS)"
+        f"{what} and pass --weights FILE (or set LOOKALIKE_WEIGHTS); {offline_hint()}"
     )
 
 

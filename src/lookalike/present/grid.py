@@ -31,12 +31,18 @@ def _short(name: str, width: int = 30) -> str:
 
 
 def plot_grid(
-    query: str, hits: Sequence[Hit], out: str | os.PathLike[str] | None, *, show: bool = False
+    query: str | None,
+    hits: Sequence[Hit],
+    out: str | os.PathLike[str] | None,
+    *,
+    show: bool = False,
+    text: str | None = None,
 ) -> int:
     """Draw the query beside its results and write a PNG to ``out``.
 
     The query sits in its own column on the left; results fill rows of five, each titled
-    with its rank, score and file name. At least 800 px wide for any ``k``.
+    with its rank, score and file name. At least 800 px wide for any ``k``. ``text`` (a
+    search by words) is written in the query panel, under the query image if there is one.
 
     Returns:
         The number of image tiles drawn (query plus results).
@@ -54,11 +60,18 @@ def plot_grid(
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1.2] + [1] * cols)
     tiles = 0
     ax = fig.add_subplot(grid[:, 0])
-    img = _thumb(query)
+    img = _thumb(query) if query is not None else None
     if img is not None:
         ax.imshow(img)
         tiles += 1
-    ax.set_title(f"query\n{_short(Path(query).name)}", fontsize=12, fontweight="bold")
+    if text is not None:  # the words, wrapped to the panel's width
+        import textwrap
+
+        words = "\n".join(textwrap.wrap(text, 28)[:8])
+        where = (0.5, -0.02, "top") if img is not None else (0.5, 0.5, "center")
+        ax.text(*where[:2], words, ha="center", va=where[2], fontsize=13, transform=ax.transAxes)
+    name = _short(Path(query).name) if query is not None else "words"
+    ax.set_title(f"query\n{name}", fontsize=12, fontweight="bold")
     ax.axis("off")
     for i, hit in enumerate(hits):
         ax = fig.add_subplot(grid[i // cols, 1 + i % cols])

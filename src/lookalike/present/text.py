@@ -14,12 +14,30 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def hits_json(query: str, hits: Sequence[Hit]) -> str:
-    """The ``search --json`` object: ``{"query": str, "results": [{rank, score, path}]}``."""
+def hits_json(query: str | dict[str, Any], hits: Sequence[Hit]) -> str:
+    """The ``search --json`` object: ``{"query": str, "results": [{rank, score, path}]}``.
+
+    ``query`` is the image's path, or for words and mixtures the description of the terms
+    (:meth:`lookalike.query.Query.describe`: ``{"text", "not", "image"}``).
+    """
     return json.dumps(
-        {"query": _safe(query), "results": [{**h.to_dict(), "path": _safe(h.path)} for h in hits]},
+        {
+            "query": _safe_all(query),
+            "results": [{**h.to_dict(), "path": _safe(h.path)} for h in hits],
+        },
         ensure_ascii=False,
     )
+
+
+def _safe_all(value: Any) -> Any:
+    """:func:`_safe` applied to every string inside lists and dicts."""
+    if isinstance(value, str):
+        return _safe(value)
+    if isinstance(value, dict):
+        return {k: _safe_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe_all(v) for v in value]
+    return value
 
 
 def hits_table(hits: Sequence[Hit]) -> str:
@@ -58,6 +76,7 @@ def info_lines(info: dict[str, Any]) -> list[str]:
         f"weights:        {info.get('weights') or '-'}"
         + (f" ({info['weights_path']})" if info.get("weights_path") else ""),
         f"pooling:        {info.get('pooling') or '-'}",
+        *_clip_lines(info.get("clip")),
         "preprocessing:  "
         + (
             f"{pre.get('mode')} to {pre.get('size')}, {pre.get('interpolation')}, "
@@ -77,6 +96,25 @@ def info_lines(info: dict[str, Any]) -> list[str]:
             f"  {_safe(f['path'])}: {f['reason']}"
             + (f" ({f['detail']})" if f.get("detail") else "")
         )
+    if "duplicate_threshold" in info:
+        cal = info["duplicate_threshold"]
+        lines.append(
+            "duplicates:     "
+            + (f"threshold {cal['sentence']}" if cal else "not calibrated (threshold 0.90)")
+        )
     if "integrity" in info:
         lines.append(f"integrity:      {info['integrity']}")
     return lines
+
+
+def _clip_lines(clip: dict[str, Any] | None) -> list[str]:
+    """A CLIP index's extra lines: searchable by words, and what makes its text side."""
+    if not clip:
+        return []
+    tag = f", tag {clip['tag']}" if clip.get("tag") else ""
+    return [
+        "space:          clip (search by words: lookalike search --text ...)",
+        f"clip model:     {clip['library']} {clip['version']}, {clip['arch']}{tag}",
+        f"tokenizer:      {clip['tokenizer']}",
+        f"text tower:     {clip['text']}",
+    ]

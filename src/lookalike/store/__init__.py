@@ -1,11 +1,32 @@
 """The store seam: where vectors and file records live (the source of truth).
 
-:class:`SQLiteStore` is the only implementation today; a server backend (PostgreSQL with
-pgvector, Milvus) implements the same methods.
+:class:`SQLiteStore` (one file, the default) and :class:`~lookalike.store.postgres.PostgresStore`
+(PostgreSQL + pgvector, for shared collections; imported only for a ``postgresql://`` URL)
+implement the same methods; :func:`open_store` picks one from what the user gave.
 """
 
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._pg_url import is_postgres_url, mask_url
 from .base import FileRow, Store, WriteBatch, WriteResult, folder_prefix
 from .sqlite import SCHEMA_VERSION, SQLiteStore
+
+
+def open_store(location: str | os.PathLike[str]) -> Any:
+    """The store at ``location``: a ``postgresql://`` URL, else a SQLite file path.
+
+    Raises:
+        MissingDependencyError: a URL, but psycopg is not installed.
+        StoreError: the store cannot be opened.
+    """
+    if is_postgres_url(location):
+        from .postgres import PostgresStore
+
+        return PostgresStore(os.fspath(location))
+    return SQLiteStore(os.path.expanduser(os.fspath(location)))
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -15,4 +36,7 @@ __all__ = [
     "WriteBatch",
     "WriteResult",
     "folder_prefix",
+    "is_postgres_url",
+    "mask_url",
+    "open_store",
 ]

@@ -68,9 +68,13 @@ class WriteResult:
     Attributes:
         previous_generation: the store's generation before the commit.
         generation: the generation after it (equal when no vector changed).
-        added_ids: ids whose vector was inserted or replaced, int64 ``(m,)``.
+        added_ids: ids whose vector was inserted or replaced, int64 ``(m,)``, each once,
+            none of them also in ``removed_ids`` (the net effect of the commit).
         added_vectors: their vectors, float32 ``(m, dim)``.
         removed_ids: ids deleted, int64 ``(r,)``.
+        previous_generation_id: the store's generation id before the commit (see
+            :meth:`Store.head`), None when the store keeps none.
+        generation_id: the generation id after it.
     """
 
     previous_generation: int
@@ -78,6 +82,8 @@ class WriteResult:
     added_ids: np.ndarray
     added_vectors: np.ndarray
     removed_ids: np.ndarray
+    previous_generation_id: str | None = None
+    generation_id: str | None = None
 
 
 def folder_prefix(folder: bytes) -> bytes:
@@ -87,11 +93,20 @@ def folder_prefix(folder: bytes) -> bytes:
 
 
 class Store(Protocol):
-    """What the engine needs from a store. Every method may raise :class:`StoreError`."""
+    """What the engine needs from a store. Every method may raise :class:`StoreError`.
+
+    ``head()`` returns ``(generation, generation_id)`` read in one snapshot. The generation
+    id is a random string (uuid4 hex) created with the database and renewed by every commit
+    that bumps the generation (a store without one returns None until its first such
+    commit). The derived vector cache records both and trusts its copy only while both
+    match, so a cache is never trusted by another database at the same path, nor after the
+    generation went down and up again (a lost last commit, an older copy restored).
+    """
 
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, items: dict[str, str]) -> None: ...
     def generation(self) -> int: ...
+    def head(self) -> tuple[int, str | None]: ...
     def dim(self) -> int | None: ...
     def count(self) -> int: ...
     def is_empty(self) -> bool: ...
@@ -105,6 +120,38 @@ class Store(Protocol):
     def paths_for(self, ids: Sequence[int]) -> dict[int, bytes]: ...
     def ids_under(self, folders: Sequence[bytes]) -> np.ndarray: ...
     def folders(self) -> list[bytes]: ...
+    def page(self, offset: int, limit: int) -> list[tuple[int, bytes]]: ...
     def add_folders(self, folders: Sequence[bytes]) -> None: ...
     def write(self, batch: WriteBatch) -> WriteResult: ...
     def close(self) -> None: ...
+
+
+class SearchingStore(Store, Protocol):
+    """A store that searches its own vectors (a database server), declared by
+    ``searches_vectors = True``. The engine then calls :meth:`search` instead of keeping a
+    vector cache beside the index; SQLite does not declare it and keeps that cache.
+    """
+
+    searches_vectors: bool
+    location: str  # where the index lives, fit to show (no password)
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        exact: bool = False,
+        folders: Sequence[bytes] = (),
+        exclude: Sequence[int] = (),
+        ann: str = "auto",
+        ann_threshold: int = 100_000,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by cosine similarity to the unit vector ``query`` (float32 ``(dim,)``).
+
+        Returns ``(scores float32 (m,), ids int64 (m,))``, best first, ``m <= k``: fewer
+        only when fewer rows match ``folders`` and ``exclude``.
+        """
+        ...
+
+    def has_ann(self) -> bool: ...
+    def build_ann(self) -> bool: ...

@@ -7,8 +7,10 @@ Schema (version 1)::
     failures(path BLOB PRIMARY KEY, size, mtime_ns, reason, detail, at)
     folders(path BLOB PRIMARY KEY, added_at)
 
-Every transaction that changes a vector bumps ``meta.generation``; the memory-mapped vector
-cache and the ANN index beside the DB compare it with their own and rebuild on mismatch.
+Every transaction that changes a vector bumps ``meta.generation`` and draws a new random
+``meta.generation_id`` (first drawn when the DB is created): the memory-mapped vector cache
+and the ANN index beside the DB compare both with their own and rebuild on mismatch, so a
+new DB at the same path, or one whose last commit was lost, never trusts them (#8).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -131,7 +134,13 @@ class SQLiteStore:
             self._db.executescript(_SCHEMA)
             version = self.get_meta("schema_version")
             if version is None:
-                self.set_meta({"schema_version": str(SCHEMA_VERSION), "generation": "0"})
+                self.set_meta(
+                    {
+                        "schema_version": str(SCHEMA_VERSION),
+                        "generation": "0",
+                        "generation_id": uuid.uuid4().hex,
+                    }
+                )
             elif int(version) > SCHEMA_VERSION:
                 raise SchemaTooNewError(
                     f"index {self.path} has schema {version}, newer than this lookalike "
@@ -191,6 +200,13 @@ class SQLiteStore:
     def generation(self) -> int:
         return int(self.get_meta("generation") or 0)
 
+    def head(self) -> tuple[int, str | None]:
+        """``(generation, generation_id)``, read in one statement (one snapshot)."""
+        meta = dict(
+            self._query("SELECT key, value FROM meta WHERE key IN ('generation', 'generation_id')")
+        )
+        return int(meta.get("generation") or 0), meta.get("generation_id")
+
     def dim(self) -> int | None:
         value = self.get_meta("dim")
         return int(value) if value is not None else None
@@ -248,6 +264,14 @@ class SQLiteStore:
             "SELECT path, size, mtime_ns, reason, detail FROM failures ORDER BY path"
         )
         return [FailureRow(bytes(r[0]), *r[1:]) for r in rows]
+
+    def duplicate_hashes(self) -> list[tuple[int, str]]:
+        """``(image id, content hash)`` of every image whose hash another image shares (#9)."""
+        rows = self._query(
+            "SELECT id, hash FROM images WHERE hash IN (SELECT hash FROM images "
+            "WHERE hash IS NOT NULL GROUP BY hash HAVING count(*) > 1) ORDER BY hash, id"
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     def hashes_for_sizes(self, sizes: Sequence[int]) -> dict[int, dict[str, int]]:
         """For each size, ``{content hash: image id}`` of stored images of that size."""
@@ -310,6 +334,13 @@ class SQLiteStore:
     def folders(self) -> list[bytes]:
         return [bytes(r[0]) for r in self._query("SELECT path FROM folders ORDER BY path")]
 
+    def page(self, offset: int, limit: int) -> list[tuple[int, bytes]]:
+        """``(id, path)`` of up to ``limit`` images in path order, from position ``offset``."""
+        rows = self._query(
+            "SELECT id, path FROM images ORDER BY path LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
     def add_folders(self, folders: Sequence[bytes]) -> None:
         now = time.time()
         with self._transaction() as db:
@@ -338,6 +369,8 @@ class SQLiteStore:
             previous = int(
                 db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]
             )
+            id_row = db.execute("SELECT value FROM meta WHERE key='generation_id'").fetchone()
+            previous_id = new_id = id_row[0] if id_row else None
             dim_row = db.execute("SELECT value FROM meta WHERE key='dim'").fetchone()
             dim = int(dim_row[0]) if dim_row else None
             for path, size, mtime_ns, content_hash, vector in batch.upserts:
@@ -381,15 +414,26 @@ class SQLiteStore:
             )
             generation = previous
             if added_ids or removed:
-                generation = previous + 1
+                generation, new_id = previous + 1, uuid.uuid4().hex
+                db.execute(  # an index from before #8 has none yet: it gets one here
+                    "INSERT INTO meta(key, value) VALUES ('generation_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (new_id,),
+                )
                 db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
-        vectors = np.stack(added_vecs) if added_vecs else np.empty((0, dim or 0), dtype=np.float32)
+        # The net effect, for the caches: a path upserted twice is one id once (its last
+        # vector); an id upserted and then removed (a move onto its path) is only removed.
+        gone = set(removed)
+        net = {i: v for i, v in zip(added_ids, added_vecs, strict=True) if i not in gone}
+        vectors = np.stack(list(net.values())) if net else np.empty((0, dim or 0), dtype=np.float32)
         return WriteResult(
             previous,
             generation,
-            np.asarray(added_ids, dtype=np.int64),
+            np.fromiter(net, dtype=np.int64, count=len(net)),
             vectors,
-            np.asarray(removed, dtype=np.int64),
+            np.asarray(sorted(gone), dtype=np.int64),
+            previous_id,
+            new_id,
         )
 
     def integrity_check(self) -> str:

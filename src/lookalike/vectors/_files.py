@@ -1,4 +1,5 @@
-"""Small file helpers shared by the cache and the ANN: atomic JSON, fsync, a directory lock."""
+"""Small file helpers shared by the cache and the ANN: atomic JSON, fsync, a directory lock,
+and the marker a writer holds while a commit is in flight."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = "lock"
+COMMIT_NAME = "commit.lock"
 
 _registry_guard = threading.Lock()
 _locks: dict[str, threading.RLock] = {}
 _held = threading.local()
+_commits: dict[str, int] = {}  # commit markers held by this process, per directory
 
 
 def fsync_dir(directory: Path) -> None:
@@ -99,3 +102,65 @@ def directory_lock(directory: Path) -> Iterator[None]:
                 depth[key] = 0
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def commit_marker(directory: Path) -> Iterator[None]:
+    """Say "a commit is in flight" from before a writer's store commit until the cache holds
+    it (re-entrant within one thread).
+
+    An exclusive ``flock`` on ``commit.lock``: readers that find the store ahead of the
+    cache test it (:func:`commit_in_flight`) and, rather than rebuilding the whole cache under
+    the writer, answer from their last snapshot or wait for the writer. Concurrent writers
+    take turns here, which also keeps each one's incremental append applicable.
+    """
+    key = str(Path(directory).resolve())
+    depth: dict[str, int] = getattr(_held, "commits", None) or {}
+    _held.commits = depth
+    if depth.get(key, 0):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(directory) / COMMIT_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        depth[key] = 1
+        with _registry_guard:
+            _commits[key] = _commits.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            depth[key] = 0
+            with _registry_guard:
+                _commits[key] -= 1
+    finally:
+        os.close(fd)
+
+
+def commit_in_flight(directory: Path) -> bool:
+    """Whether a writer holds :func:`commit_marker` for ``directory`` now (never blocks)."""
+    if fcntl is None:  # pragma: no cover - Windows: no marker, readers rebuild as before
+        return False
+    try:
+        fd = os.open(Path(directory) / COMMIT_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock when we got it
+    return False
+
+
+def commit_held_here(directory: Path) -> bool:
+    """Whether this process holds the commit marker of ``directory`` (in any thread)."""
+    key = str(Path(directory).resolve())
+    with _registry_guard:
+        return _commits.get(key, 0) > 0

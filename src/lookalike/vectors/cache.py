@@ -3,17 +3,23 @@
 Layout of the cache directory (e.g. ``photos.db.cache/``)::
 
     vectors.f32   rows x dim float32, append-only
-    ids.i64       row -> image id (int64); -1 marks a tombstone (a deleted or replaced row)
-    state.json    {"format", "generation", "rows", "dim", "epoch"}
+    ids.i64       row -> image id (int64), append-only
+    tombs.i64     rows whose image was deleted or replaced (int64), append-only
+    state.json    {"format", "generation", "source_id", "rows", "tombs", "dim", "epoch"}
     lock          the writers' lock (flock); readers never take it
+    commit.lock   held by a writer while a commit is in flight (see ``_files.commit_marker``)
 
 Rules that keep the cache provably in sync with the store:
 
 * ``state.json`` is written (tmp file + ``os.replace``) only after the data files are
-  flushed and fsynced, and it records the store ``generation`` the data matches.
-* A reader trusts the files only while ``state.generation == source.generation()``;
-  anything else (a crash between the store's commit and the cache update, another
-  writer, a missing or torn state) makes it rebuild from the source.
+  flushed and fsynced, and it records the store ``generation`` and generation id the data
+  matches; rows and tombstones past its counts are invisible to its readers.
+* A reader trusts the files only while the state's ``(generation, source_id)`` equals the
+  source's head (another database at the same path, or a generation that went down and
+  up again, never matches); anything else (a crash between the store's commit and the
+  cache update, another writer, a missing or torn state) makes it rebuild from the source,
+  except while a writer holds the commit marker: then a reader keeps its last consistent
+  snapshot (or, without one, waits for the writer) instead of rebuilding under it.
 * :meth:`VectorCache.apply` appends incrementally only when the cache is exactly at the
   generation before the writer's commit; otherwise it leaves the cache stale and the next
   reader rebuilds it.
@@ -30,8 +36,8 @@ callers must drop returned ids that no longer exist in the store.
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,23 +45,31 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import ConfigError, StoreError
-from lookalike.vectors._files import directory_lock, file_stamp
+from lookalike.vectors._files import (
+    commit_held_here,
+    commit_in_flight,
+    commit_marker,
+    directory_lock,
+    file_stamp,
+)
+from lookalike.vectors._pages import gather_rows, release_rows
 from lookalike.vectors._snapshot import (
     IDS_NAME,
     STATE_NAME,
+    TOMBS_NAME,
     VECTORS_NAME,
     CacheState,
     Snapshot,
+    append,
     load_snapshot,
+    net_changes,
     publish,
     write_files,
 )
-from lookalike.vectors.source import VectorSource
+from lookalike.vectors.source import VectorSource, source_head
 
 COMPACT_FRACTION = 0.30
-_PREADV = hasattr(os, "preadv")
-_PAGE = mmap.PAGESIZE
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+WAIT_FOR_COMMIT_S = 5.0  # a reader with no snapshot waits this long for a writer's commit
 
 
 class VectorCache:
@@ -75,6 +89,8 @@ class VectorCache:
         self.durable = durable
         self._snap: Snapshot | None = None
         self._stamp: tuple[int, int, int] | None = None
+        self.rebuilds = 0  # full rebuilds this object made (benchmarks count them)
+        self.kept_during_commit = 0  # syncs answered from the last snapshot instead
 
     @classmethod
     def open(
@@ -152,35 +168,60 @@ class VectorCache:
         return CacheState.read(self.directory) is not None
 
     def is_current(self) -> bool:
-        """Whether this snapshot matches the source's generation right now."""
-        return self._snap is not None and self._snap.state.generation == self.source.generation()
+        """Whether this snapshot matches the source's head right now."""
+        return self._snap is not None and self._snap.state.head == source_head(self.source)
+
+    def committing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold around a store commit and the :meth:`apply` that follows it, so that readers
+        meeting the commit in flight do not rebuild the cache under it."""
+        return commit_marker(self.directory)
 
     def ensure_current(self) -> bool:
-        """Re-map or rebuild when the source's generation moved on, and pick up a
-        compaction or rebuild another process made at the same generation.
+        """Re-map or rebuild when the source's head moved on, and pick up a compaction or
+        rebuild another process made at the same generation.
+
+        While another writer's commit is in flight (the store is ahead of the cache and the
+        writer holds the commit marker) a snapshot already held is kept: it is the last
+        consistent state, and the writer is about to append the rest. With no snapshot yet,
+        the reader waits for the writer (at most ``WAIT_FOR_COMMIT_S``). Either way it does
+        not rebuild the whole cache under the writer.
 
         Returns:
             True when the snapshot changed.
         """
-        generation = self.source.generation()
+        head = source_head(self.source)
         stamp = file_stamp(self.directory / STATE_NAME)
         snap = self._snap
-        if snap is not None and snap.state.generation == generation:
+        if snap is not None and snap.state.head == head:
             if stamp == self._stamp:
                 return False
-            fresh = load_snapshot(self.directory, generation)
+            fresh = load_snapshot(self.directory, head)
             self._stamp = stamp
             if fresh is None or fresh.state == snap.state:
                 return False  # ours is still valid (old files stay mapped)
             self._install(fresh)
             return True
-        fresh = load_snapshot(self.directory, generation)
+        fresh = load_snapshot(self.directory, head)
+        if fresh is None and commit_in_flight(self.directory):
+            if snap is not None and snap.state.generation < head[0]:
+                self.kept_during_commit += 1
+                return False
+            if not commit_held_here(self.directory):  # our own writer would wait for us
+                fresh = self._wait_for_commit()
         if fresh is None:
             with directory_lock(self.directory):
-                generation = self.source.generation()
-                fresh = load_snapshot(self.directory, generation) or self._rebuild_locked()
+                fresh = load_snapshot(self.directory, source_head(self.source))
+                if fresh is None:
+                    fresh = self._rebuild_locked()
         self._install(fresh)
         return True
+
+    def _wait_for_commit(self) -> Snapshot | None:
+        """Poll until no commit is in flight, then map the state if it matches the source."""
+        deadline = time.monotonic() + WAIT_FOR_COMMIT_S
+        while commit_in_flight(self.directory) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return load_snapshot(self.directory, source_head(self.source))
 
     def _install(self, snap: Snapshot) -> None:
         self._snap = snap
@@ -192,22 +233,11 @@ class VectorCache:
 
         Keeps the resident set flat while a scan walks a map larger than memory.
         """
-        snap = self._snap
-        if snap is None or snap.mm is None or _DONTNEED is None or stop <= start:
-            return
-        row_bytes = (snap.state.dim or 0) * 4
-        lo = (start * row_bytes) // _PAGE * _PAGE
-        hi = min(len(snap.mm), stop * row_bytes)
-        if hi > lo:
-            with contextlib.suppress(OSError, ValueError):  # exotic platforms: keep pages
-                snap.mm.madvise(_DONTNEED, lo, hi - lo)
+        if self._snap is not None:
+            release_rows(self._snap, start, stop)
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Copy the given rows out of the file.
-
-        Reads with ``preadv`` (one call per run of consecutive rows) rather than through
-        the map: touching scattered rows of a map makes the kernel map whole large folios
-        around each (up to 2 MiB), so a few hundred random rows could pin gigabytes.
+        """Copy the given rows out of the file (see :func:`gather_rows`).
 
         Args:
             rows: int64 (m,), row numbers in [0, rows).
@@ -215,27 +245,7 @@ class VectorCache:
         Returns:
             float32 (m, dim), a private copy.
         """
-        snap = self._s
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if snap.file is None or not _PREADV or len(rows) == 0:
-            out = np.array(snap.matrix[rows])
-            self.release(0, snap.state.rows)
-            return out
-        if rows.min() < 0 or rows.max() >= snap.state.rows:
-            raise IndexError("row out of range")
-        row_bytes = (snap.state.dim or 0) * 4
-        out = np.empty((len(rows), snap.state.dim or 0), dtype=np.float32)
-        buf = out.data.cast("B")
-        fd = snap.file.fileno()
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        starts = np.r_[0, breaks].tolist()
-        stops = np.r_[breaks, len(rows)].tolist()
-        for a, b, first in zip(starts, stops, rows[starts].tolist(), strict=True):
-            want = (b - a) * row_bytes
-            got = os.preadv(fd, [buf[a * row_bytes : b * row_bytes]], first * row_bytes)
-            if got != want:
-                raise OSError(f"short read from {self.directory / VECTORS_NAME}")
-        return out
+        return gather_rows(self._s, rows, self.directory / VECTORS_NAME)
 
     # --- writing --------------------------------------------------------------------
     def rebuild(self) -> None:
@@ -245,14 +255,15 @@ class VectorCache:
 
     def _rebuild_locked(self) -> Snapshot:
         d = self.directory
+        self.rebuilds += 1
         try:
             for _ in range(5):
-                generation = self.source.generation()
+                head = source_head(self.source)
                 rows, dim = write_files(
                     d, self.source.iter_vectors(), self.source.dim(), self.durable
                 )
-                if self.source.generation() == generation:
-                    return publish(d, generation, rows, dim, self.durable)
+                if source_head(self.source) == head:
+                    return publish(d, head, rows, dim, self.durable)
         except OSError as exc:
             raise StoreError(f"cannot write the vector cache in {d}: {exc}") from exc
         raise StoreError("the index kept changing while its vector cache was rebuilt; retry")
@@ -270,12 +281,17 @@ class VectorCache:
         removed_ids: np.ndarray,
         generation: int,
         previous_generation: int,
+        *,
+        generation_id: str | None = None,
+        previous_generation_id: str | None = None,
     ) -> str:
         """Bring the cache from ``previous_generation`` to ``generation`` incrementally.
 
         Called by the owner after its own commit. Rows of ``removed_ids`` and of
         ``added_ids`` that already had a row (an update) become tombstones; the added
-        vectors are appended; then the state is written with the new generation.
+        vectors are appended; then the state is written with the new generation. Idempotent
+        per id: an id added twice keeps its last vector, one row; an id both added and
+        removed ends with no live row.
 
         Args:
             added_ids: int64 (m,), image ids added or replaced by the commit.
@@ -283,6 +299,10 @@ class VectorCache:
             removed_ids: int64 (r,), image ids deleted by the commit.
             generation: the store's generation after the commit.
             previous_generation: the store's generation just before the commit.
+            generation_id: the store's generation id after the commit; when None, the
+                source's current one if it is still at ``generation``.
+            previous_generation_id: the id before the commit; when given, the cache must
+                have been copied from exactly that state.
 
         Returns:
             ``"applied"``, ``"compacted"`` (applied, then rewritten without tombstones
@@ -302,17 +322,25 @@ class VectorCache:
                 f"added_vectors must be float32 (m, dim) with m = {len(added_ids)}, "
                 f"got shape {added_vectors.shape}"
             )
+        if generation_id is None:
+            now = source_head(self.source)
+            generation_id = now[1] if now[0] == generation else None
+        head = (generation, generation_id)
         with directory_lock(self.directory):
             disk = CacheState.read(self.directory)
-            if disk is not None and disk.generation == generation:
-                snap = load_snapshot(self.directory, generation)
+            if disk is not None and disk.head == head:
+                snap = load_snapshot(self.directory, head)
                 if snap is not None:
                     self._install(snap)
                     return "current"
-            if disk is None or disk.generation != previous_generation:
+            if (
+                disk is None
+                or disk.generation != previous_generation
+                or (previous_generation_id is not None and disk.source_id != previous_generation_id)
+            ):
                 return "stale"
             if self._snap is None or self._snap.state != disk:
-                snap = load_snapshot(self.directory, previous_generation)
+                snap = load_snapshot(self.directory, disk.head)
                 if snap is None:
                     return "stale"
                 self._install(snap)
@@ -324,7 +352,10 @@ class VectorCache:
             if len(added_ids):
                 dim = added_vectors.shape[1]
             try:
-                self._append_locked(added_ids, added_vectors, removed_ids, generation, dim)
+                changes = net_changes(added_ids, added_vectors, removed_ids)
+                state = append(self.directory, self._s, changes, head, dim, self._flush)
+                state.write(self.directory, self.durable)
+                self._install(Snapshot(self.directory, state))
             except OSError as exc:
                 raise StoreError(
                     f"cannot write the vector cache in {self.directory}: {exc}"
@@ -333,43 +364,6 @@ class VectorCache:
                 self.compact()
                 return "compacted"
             return "applied"
-
-    def _append_locked(
-        self,
-        added_ids: np.ndarray,
-        added: np.ndarray,
-        removed: np.ndarray,
-        generation: int,
-        dim: int | None,
-    ) -> None:
-        snap = self._s
-        d, rows0 = self.directory, snap.state.rows
-        ids = snap.ids
-        gone = np.concatenate([removed, added_ids])
-        if len(gone) and rows0 and not (removed.size == 0 and added_ids.min() > ids.max()):
-            kill = np.flatnonzero(np.isin(ids, gone) & (ids >= 0))
-        else:
-            kill = np.empty(0, dtype=np.int64)
-        with open(d / IDS_NAME, "r+b" if (d / IDS_NAME).exists() else "w+b") as fi:
-            if len(kill):
-                tomb = np.full(1, -1, dtype=np.int64).tobytes()
-                for row in kill.tolist():  # why not a writable memmap: no extra mapping to unmap
-                    fi.seek(row * 8)
-                    fi.write(tomb)
-            fi.seek(rows0 * 8)
-            fi.write(added_ids.data.cast("B"))
-            fi.truncate()
-            if len(added_ids):
-                with open(d / VECTORS_NAME, "r+b" if (d / VECTORS_NAME).exists() else "w+b") as fv:
-                    fv.seek(rows0 * (dim or 0) * 4)
-                    fv.write(added.data.cast("B"))
-                    fv.truncate()
-                    self._flush(fv)
-            self._flush(fi)
-        state = CacheState(generation, rows0 + len(added_ids), dim, snap.state.epoch)
-        state.write(d, self.durable)
-        new = Snapshot(d, state)
-        self._install(new)
 
     def compact(self) -> None:
         """Rewrite the files without tombstones under a new epoch (same generation).
@@ -387,7 +381,7 @@ class VectorCache:
 
             try:
                 rows, dim = write_files(self.directory, chunks(), snap.state.dim, self.durable)
-                new = publish(self.directory, snap.state.generation, rows, dim, self.durable)
+                new = publish(self.directory, snap.state.head, rows, dim, self.durable)
             except OSError as exc:
                 raise StoreError(
                     f"cannot write the vector cache in {self.directory}: {exc}"
@@ -397,7 +391,7 @@ class VectorCache:
     def nbytes(self) -> int:
         """Bytes the cache files take on disk."""
         total = 0
-        for name in (VECTORS_NAME, IDS_NAME, STATE_NAME):
+        for name in (VECTORS_NAME, IDS_NAME, TOMBS_NAME, STATE_NAME):
             with contextlib.suppress(OSError):
                 total += (self.directory / name).stat().st_size
         return total

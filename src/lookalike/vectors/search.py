@@ -10,6 +10,7 @@ costs ~20-35 s at 100-200k rows and ~90 s at 1M, and then answers in ~3 ms at 1M
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -156,8 +157,12 @@ class VectorSearch:
         removed_ids: np.ndarray,
         generation: int,
         previous_generation: int,
+        *,
+        generation_id: str | None = None,
+        previous_generation_id: str | None = None,
     ) -> None:
-        """Bring the cache up to the owner's commit (call after the commit).
+        """Bring the cache up to the owner's commit (call after the commit, inside
+        :meth:`committing`).
 
         Args:
             added_ids: int64 (m,), images added or whose vector changed.
@@ -167,16 +172,37 @@ class VectorSearch:
             previous_generation: the store's generation before it. The cache is updated
                 incrementally only if it was exactly there; otherwise it is rebuilt on the
                 next search.
+            generation_id: the store's generation id after the commit
+                (``WriteResult.generation_id``).
+            previous_generation_id: the id before it; the cache must have been there.
         """
         with self._lock:
             status = self._cache.apply(
-                added_ids, added_vectors, removed_ids, generation, previous_generation
+                added_ids,
+                added_vectors,
+                removed_ids,
+                generation,
+                previous_generation,
+                generation_id=generation_id,
+                previous_generation_id=previous_generation_id,
             )
             if status == "stale" and not self._cache.exists():
                 # No cache at all yet (first commit, or the directory was deleted): create
                 # it now, so that later commits append instead of leaving it stale.
                 self._cache.ensure_current()
             self._keeper.forget_if_stale(self._cache)
+
+    def committing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold around a store commit and its :meth:`notify`: readers in other processes
+        (and threads) that meet the commit in flight keep their last consistent snapshot, or
+        wait for it, instead of rebuilding the whole cache under the writer.
+
+        Example:
+            >>> with vs.committing():  # doctest: +SKIP
+            ...     result = store.write(batch)
+            ...     vs.notify(result.added_ids, ...)
+        """
+        return self._cache.committing()
 
     def build_ann(self, force: bool = False) -> dict[str, Any]:
         """Build (or extend) the approximate index now, e.g. at the end of an indexing run.

@@ -6,6 +6,7 @@ The store (SQLite) is the source of truth; everything under ``vectors`` is deriv
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +21,11 @@ class VectorSource(Protocol):
 
     ``generation()`` must be bumped in the same transaction as every change to the stored
     vectors: the cache trusts its copy only while its recorded generation equals this one.
+
+    A source may also offer ``head() -> (generation, generation_id)``, both read in one
+    snapshot, where ``generation_id`` is a random id renewed with every bump (see
+    :class:`lookalike.store.Store`); the cache then also requires the id to match, which
+    ties it to one database and one history. :func:`source_head` reads whichever exists.
     """
 
     def generation(self) -> int:
@@ -43,6 +49,15 @@ class VectorSource(Protocol):
         ...
 
 
+def source_head(source: VectorSource) -> tuple[int, str | None]:
+    """``source.head()`` when the source has one, else ``(source.generation(), None)``."""
+    head = getattr(source, "head", None)
+    if head is None:
+        return source.generation(), None
+    generation, generation_id = head()
+    return int(generation), generation_id
+
+
 class MemorySource:
     """A :class:`VectorSource` held in a dict, for tests and benchmarks.
 
@@ -58,9 +73,13 @@ class MemorySource:
         self._dim = dim
         self._vectors: dict[int, np.ndarray] = {}
         self._generation = 0
+        self._generation_id = uuid.uuid4().hex
 
     def generation(self) -> int:
         return self._generation
+
+    def head(self) -> tuple[int, str | None]:
+        return self._generation, self._generation_id
 
     def dim(self) -> int | None:
         return self._dim if self._vectors or self._dim is not None else None
@@ -98,4 +117,5 @@ class MemorySource:
             self._vectors.pop(int(i), None)
         previous = self._generation
         self._generation += 1
+        self._generation_id = uuid.uuid4().hex
         return self._generation, previous

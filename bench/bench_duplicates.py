@@ -1,0 +1,299 @@
+"""Issue #9 benchmark: near-duplicate groups. Prints one JSON object per part.
+
+    .venv/bin/python bench/bench_duplicates.py quality            # copy set, trained Lite0
+    .venv/bin/python bench/bench_duplicates.py quality --edits all
+    .venv/bin/python bench/bench_duplicates.py scale --n 100000   # add_embeddings, planted
+    .venv/bin/python bench/bench_duplicates.py scale --n 1000000 --dir /big/folder
+    .venv/bin/python bench/bench_duplicates.py small --n 10000    # whole CLI process
+
+``quality``: the copy-detection set of ``lookalike._samples`` (21 real photos from the
+scikit-image / scikit-learn / matplotlib wheels, each with edited copies), indexed with the
+trained EfficientNet-Lite0 (``tf_efficientnet_lite0``, the ``offline`` extra's weights).
+Ground truth: two files are copies when they come from the same photo. Pair precision and
+recall over all unordered pairs, (a) in the groups at the calibrated default threshold,
+(b) the best recall any threshold reaches at precision >= 0.95 ("oracle", says how good
+the vectors are, whatever the calibration), for average and GeM pooling, with and without
+mean-centring; and imagededup's PHash and DHash (default ``max_distance_threshold=10``) on
+the same files in the same run.
+
+``scale``: ``--n`` synthetic 2048-d vectors (the clustered generator of
+``bench_million.py``) with 0.5% planted near-duplicates (cosine ~0.989-0.997; the
+generator's own nearest neighbours reach ~0.97), stored with ``Index.add_embeddings``;
+then a fresh process finds all groups at threshold 0.985. Reports
+wall time, the child's peak RSS, recall of planted pairs and precision.
+
+``small``: ``--n`` vectors (1280-d, Lite0's width) for real tiny JPEG files, then the
+whole ``lookalike duplicates --json`` process timed from the shell's point of view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+LIB_EDITS = ("crop30", "jpeg20", "rotate10", "hflip", "grey", "colour", "text", "resize25")
+
+
+# --------------------------------------------------------------------------- quality
+def pair_set(groups: list[list[str]]) -> set[frozenset[str]]:
+    return {frozenset(p) for g in groups for p in itertools.combinations(sorted(g), 2)}
+
+
+def pr(found: set[frozenset[str]], truth: set[frozenset[str]]) -> dict[str, float]:
+    tp = len(found & truth)
+    return {
+        "precision": round(tp / len(found), 4) if found else 1.0,
+        "recall": round(tp / len(truth), 4) if truth else 1.0,
+        "pairs_found": len(found),
+    }
+
+
+def oracle(x: np.ndarray, labels: np.ndarray, target: float = 0.95) -> dict[str, float]:
+    """Best recall at precision >= target over every threshold, and that threshold."""
+    s = x @ x.T
+    iu = np.triu_indices(len(x), 1)
+    scores, same = s[iu], (labels[:, None] == labels[None, :])[iu]
+    order = np.argsort(-scores)
+    scores, same = scores[order], same[order]
+    tp = np.cumsum(same)
+    precision = tp / np.arange(1, len(same) + 1)
+    ok = np.flatnonzero(precision >= target)
+    if not len(ok):
+        return {"recall": 0.0, "threshold": None}
+    i = ok[-1]
+    return {"recall": round(float(tp[i] / same.sum()), 4), "threshold": round(float(scores[i]), 4)}
+
+
+def quality(args: argparse.Namespace) -> dict:
+    from lookalike import Index
+    from lookalike._samples import EDITS, copy_detection_set, write_images
+
+    edits = tuple(EDITS) if args.edits == "all" else LIB_EDITS
+    originals, copies = copy_detection_set(edits=edits)
+    images = dict(originals) | {c.name: c.image for c in copies}
+    label = {n: n for n in originals} | {c.name: c.original for c in copies}
+    work = Path(args.dir or tempfile.mkdtemp(prefix="dupq-"))
+    folder = work / f"set_{args.edits}"
+    if not folder.exists():
+        write_images(folder, images, fmt="jpg", quality=90)
+    files = sorted(str(p) for p in folder.glob("*.jpg"))
+    stem = {f: Path(f).stem for f in files}
+    by_orig: dict[str, list[str]] = {}
+    for f in files:
+        by_orig.setdefault(label[stem[f]], []).append(f)
+    truth = pair_set(list(by_orig.values()))
+    out: dict = {"images": len(files), "originals": len(originals), "edits": list(edits)}
+    out["true_pairs"] = len(truth)
+    for pool in args.pools.split(","):
+        db = work / f"{args.edits}_{pool}.db"
+        t0 = time.perf_counter()
+        with Index.open(db, model="tf_efficientnet_lite0", pool=pool) as idx:
+            idx.update(folder)
+            t_index = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cal = idx.calibrate_duplicates()
+            t_cal = time.perf_counter() - t0
+            report = idx.duplicate_report()
+            ids, vecs = [], []
+            for i, v in idx._store.iter_vectors():
+                ids.extend(i.tolist())
+                vecs.append(v)
+            paths = idx._store.paths_for(ids)
+        x = np.concatenate(vecs)
+        labels = np.array([label[Path(os.fsdecode(paths[i])).stem] for i in ids])
+        names = [os.fsdecode(paths[i]) for i in ids]
+        sims = x @ x.T
+        iu = np.triu_indices(len(x), 1)
+        above = {
+            frozenset((names[a], names[b]))
+            for a, b in zip(*iu, strict=True)
+            if sims[a, b] >= cal.threshold
+        }
+        centred = x - x.mean(axis=0)
+        centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+        out[pool] = {
+            "calibration": cal.sentence(),
+            "threshold": cal.threshold,
+            "calibrated_precision": cal.precision,
+            "calibrated_recall": cal.recall,
+            "groups": pr(pair_set([[m.path for m in g.members] for g in report.groups]), truth),
+            "pairs_above_threshold": pr(above, truth),
+            "oracle_at_p95": oracle(x, labels),
+            "oracle_at_p95_centred": oracle(centred, labels),
+            "index_seconds": round(t_index, 1),
+            "calibration_seconds": round(t_cal, 1),
+            "duplicates_seconds": round(report.seconds, 3),
+        }
+    out["imagededup"] = imagededup_scores(folder, truth)
+    return out
+
+
+def imagededup_scores(folder: Path, truth: set[frozenset[str]]) -> dict:
+    try:
+        from imagededup.methods import DHash, PHash
+    except ImportError as e:
+        return {"error": f"imagededup not installed ({e}); pip install '.[bench]'"}
+    out = {"cnn": "not run: imagededup's CNN downloads MobileNet weights (no network here)"}
+    for name, cls in (("phash", PHash), ("dhash", DHash)):
+        t0 = time.perf_counter()
+        found = cls(verbose=False).find_duplicates(image_dir=folder, max_distance_threshold=10)
+        pairs = {
+            frozenset((str(folder / a), str(folder / b))) for a, bs in found.items() for b in bs
+        }
+        out[name] = dict(pr(pairs, truth), seconds=round(time.perf_counter() - t0, 2))
+    return out
+
+
+# --------------------------------------------------------------------------- scale
+def planted_rows(gen, start: int, stop: int, rate: float, rng: np.random.Generator):
+    """Rows [start, stop) where a fraction ``rate`` are noisy copies of earlier rows of the
+    same chunk; returns (rows, pairs as global indices)."""
+    x = gen.rows(start, stop)
+    m = stop - start
+    k = int(m * rate)
+    src = rng.choice(m // 2, k, replace=False)
+    dst = m // 2 + rng.choice(m - m // 2, k, replace=False)
+    noise = rng.standard_normal((k, x.shape[1]), dtype=np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    level = rng.uniform(0.08, 0.15, (k, 1)).astype(np.float32)  # cosine ~0.989-0.997
+    copy = x[src] + level * noise
+    x[dst] = copy / np.linalg.norm(copy, axis=1, keepdims=True)
+    return x, list(zip((src + start).tolist(), (dst + start).tolist(), strict=True))
+
+
+def scale(args: argparse.Namespace) -> dict:
+    from bench_million import Embeddings
+
+    from lookalike import Index
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="dups-scale-"))
+    db = work / f"scale_{args.n}.db"
+    truth_file = work / f"scale_{args.n}.pairs.json"
+    out: dict = {"n": args.n, "dim": 2048, "threshold": args.threshold}
+    if not truth_file.exists():
+        for p in work.glob(f"scale_{args.n}.db*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        gen, rng, pairs = Embeddings(args.n), np.random.default_rng(7), []
+        t0 = time.perf_counter()
+        with Index.open(db) as idx:
+            for start in range(0, args.n, 50_000):
+                stop = min(args.n, start + 50_000)
+                x, planted = planted_rows(gen, start, stop, args.rate, rng)
+                idx.add_embeddings([f"/synthetic/{i:07d}.jpg" for i in range(start, stop)], x)
+                pairs += planted
+        out["insert_seconds"] = round(time.perf_counter() - t0, 1)
+        truth_file.write_text(json.dumps(pairs))
+    pairs = json.loads(truth_file.read_text())
+    code = (
+        "import json, resource, sys, time; from lookalike import Index\n"
+        "t = time.perf_counter()\n"
+        f"idx = Index.open({str(db)!r}); r = idx.duplicate_report(threshold={args.threshold},"
+        " calibrate=False)\n"
+        "s = time.perf_counter() - t\n"
+        "print(json.dumps({'seconds': s, 'search_seconds': r.seconds, 'method': r.method,"
+        " 'candidates': r.candidate_pairs, 'images': r.images,"
+        " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+        " 'cpu_seconds': sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),"
+        " 'groups': [[m.path for m in g.members] for g in r.groups]}))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(p.stderr)
+    res = json.loads(p.stdout)
+    index_of = {f"/synthetic/{i:07d}.jpg": i for i in range(args.n)}
+    found = {
+        frozenset(index_of[x] for x in pr_)
+        for g in res.pop("groups")
+        for pr_ in itertools.combinations(g, 2)
+    }
+    truth = {frozenset(p) for p in pairs}
+    tp = len(found & truth)
+    out.update(res)
+    out.update(
+        planted_pairs=len(truth),
+        pairs_found=len(found),
+        recall=round(tp / len(truth), 4),
+        precision=round(tp / len(found), 4) if found else 1.0,
+        seconds=round(res["seconds"], 1),
+        cpu_seconds=round(res["cpu_seconds"], 1),
+        peak_rss_mb=round(res["peak_rss_mb"]),
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- small
+def small(args: argparse.Namespace) -> dict:
+    from bench_million import Embeddings
+    from PIL import Image
+
+    from lookalike import Index
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="dups-small-"))
+    photos, db = work / "photos", work / f"small_{args.n}.db"
+    if not db.exists():
+        photos.mkdir(parents=True, exist_ok=True)
+        x, _ = planted_rows(Embeddings(args.n, dim=1280), 0, args.n, 0.01, np.random.default_rng(3))
+        paths = []
+        for i in range(args.n):
+            path = photos / f"{i // 1000:02d}" / f"img{i:05d}.jpg"
+            path.parent.mkdir(exist_ok=True)
+            Image.new("RGB", (64 + i % 7, 48), (i % 255, 40, 90)).save(path, quality=70)
+            paths.append(str(path))
+        with Index.open(db) as idx:
+            idx.add_embeddings(paths, x)
+    cmd = [sys.executable, "-m", "lookalike", "duplicates", "--db", str(db)]
+    cmd += ["--threshold", str(args.threshold), "--json"]
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        runs.append(time.perf_counter() - t0)
+        if p.returncode:
+            raise SystemExit(p.stderr)
+    data = json.loads(p.stdout)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import lookalike.cli"], check=True)
+    startup = time.perf_counter() - t0
+    return {
+        "n": args.n,
+        "dim": 1280,
+        "whole_process_seconds": [round(r, 2) for r in runs],
+        "reported_seconds": round(data["seconds"], 3),
+        "groups": len(data["groups"]),
+        "python_and_cli_import_seconds": round(startup, 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("part", choices=("quality", "scale", "small"))
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dir", help="work folder (kept; reruns reuse what it holds)")
+    # The generator's scenes are tight (natural nearest neighbours reach ~0.97 at 8k
+    # rows): planted copies sit above that, and so must the threshold.
+    ap.add_argument("--threshold", type=float, default=0.985)
+    ap.add_argument("--rate", type=float, default=0.005, help="planted copies per row")
+    ap.add_argument("--edits", choices=("library", "all"), default="library")
+    ap.add_argument("--pools", default="avg,gem")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    out = {"quality": quality, "scale": scale, "small": small}[args.part](args)
+    out["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    out["total_seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

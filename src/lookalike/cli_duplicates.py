@@ -1,0 +1,127 @@
+"""``lookalike duplicates``: a thin layer over :meth:`lookalike.Index.duplicate_report`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .cli import _db_option, _guard, _model_options, _open, _update
+from .duplicates.keep import DEFAULT_KEEP, KEEP_OPTIONS
+
+_KEEP_HELP = (
+    "Which file of a group stays: criteria tried in order, comma-separated "
+    f"(default {DEFAULT_KEEP}). Criteria: "
+    + "; ".join(f"{name} = {what}" for name, what in KEEP_OPTIONS.items())
+    + ". Ties go to the first path in alphabetical order."
+)
+
+
+@click.command("duplicates")
+@click.argument("folders", nargs=-1, type=click.Path())
+@_db_option
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    metavar="T",
+    help="Cosine from which two images are copies (default: the index's calibrated one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), help="Write a CSV file.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False),
+    help="Write a self-contained HTML review page (thumbnails inline).",
+)
+@click.option("--keep", default=DEFAULT_KEEP, show_default=True, metavar="RULE", help=_KEEP_HELP)
+@click.option(
+    "--move-to",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Move every non-kept file below DIR (relative paths kept, nothing overwritten or "
+    "deleted; an undo manifest is written there first).",
+)
+@click.option("--dry-run", is_flag=True, help="With --move-to: only show what would move.")
+@click.option(
+    "--calibrate",
+    "recalibrate",
+    is_flag=True,
+    help="Calibrate the threshold again on edited copies of the indexed images.",
+)
+@click.option(
+    "--target-precision",
+    type=click.FloatRange(0.5, 1.0, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Precision the calibration aims for.",
+)
+@click.option(
+    "--undo",
+    "undo_manifest",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="MANIFEST",
+    help="Move the files an undo manifest lists back where they were.",
+)
+@_model_options
+@_guard
+def command(
+    folders: tuple[str, ...],
+    db: str | None,
+    threshold: float | None,
+    as_json: bool,
+    csv_file: str | None,
+    html_file: str | None,
+    keep: str,
+    move_to: str | None,
+    dry_run: bool,
+    recalibrate: bool,
+    target_precision: float,
+    undo_manifest: str | None,
+    **model_opts: Any,
+) -> None:
+    """Groups of copies among the indexed images (FOLDERS: update them first, look only
+    there). Every member of a group is at least the threshold similar to the kept file;
+    byte-identical files are always grouped. Nothing is ever deleted."""
+    import json
+
+    from .duplicates.keep import parse_keep
+    from .duplicates.report import move_lines, report_csv, report_html, report_json, report_lines
+
+    if dry_run and not (move_to or undo_manifest):
+        raise click.UsageError("--dry-run goes with --move-to or --undo")
+    parse_keep(keep)  # a bad rule is an error before any work
+    out = click.echo if not as_json else (lambda s: click.echo(s, err=True))
+    with _open(db, **model_opts) as idx:
+        if undo_manifest:
+            done = idx.undo_duplicate_moves(undo_manifest, dry_run=dry_run)
+            if as_json:
+                click.echo(json.dumps(done.to_dict(), ensure_ascii=False))
+            else:
+                click.echo("\n".join(move_lines(done)))
+            return
+        if folders:
+            report = _update(idx, folders, not as_json and sys.stderr.isatty())
+            if report.failed:
+                click.echo(
+                    f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
+                    err=True,
+                )
+        if recalibrate:
+            cal = idx.calibrate_duplicates(target_precision)
+            out(f"calibrated: {cal.sentence()}")
+        found = idx.duplicate_report(threshold, list(folders) or None, keep)
+        if csv_file:
+            with open(csv_file, "w", encoding="utf-8", newline="") as f:
+                f.write(report_csv(found.groups))
+        if html_file:
+            with open(html_file, "w", encoding="utf-8") as f:
+                f.write(report_html(found))
+        if as_json:
+            click.echo(report_json(found))
+        else:
+            click.echo("\n".join(report_lines(found)))
+        if move_to:
+            moved = idx.move_duplicates(found.groups, move_to, dry_run=dry_run)
+            out("\n".join(move_lines(moved)))

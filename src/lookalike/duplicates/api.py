@@ -1,0 +1,161 @@
+"""The glue between :class:`~lookalike.Index` and the duplicate search: which threshold,
+calibrating it, and keeping the index in step with moved files. ``Index`` calls these
+from thin entry points; they use its store, cache folder and embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..store import WriteBatch
+from ..store.base import folder_prefix
+from .calibrate import DEFAULT_THRESHOLD, META_KEY, calibrate, setup_key
+from .find import find_duplicates, identical_sets
+from .keep import DEFAULT_KEEP
+from .move import move_groups, undo_moves
+from .types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
+
+
+def _path_bytes(path: str | os.PathLike[str]) -> bytes:
+    return os.path.abspath(os.path.expanduser(os.fsencode(path)))
+
+
+def _key(idx: Any) -> str:
+    return setup_key(idx._store.get_meta("setup"), idx._store.dim())
+
+
+def recorded_calibration(idx: Any) -> Calibration | None:
+    """The index's calibration, if one was made for its current setup."""
+    text = idx._store.get_meta(META_KEY)
+    if not text:
+        return None
+    try:
+        cal = Calibration.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError):
+        return None  # written by another version: calibrate again
+    return cal if cal.setup == _key(idx) else None
+
+
+def calibrate_index(
+    idx: Any, target_precision: float = 0.95, sample: int = 60, seed: int = 0
+) -> Calibration:
+    """Calibrate on the index's images, record the result in the index, return it."""
+    from ..vectors import VectorCache
+
+    embedder = idx._get_embedder()
+    cache = VectorCache.open(idx._cache_dir, idx._store)
+    try:
+        ids = np.asarray(cache.ids)
+        rows = np.flatnonzero(ids >= 0)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(rows)
+        same: dict[int, set[int]] = {}
+        for s in identical_sets(idx._store, np.sort(ids[rows])):
+            for i in s.tolist():
+                same[i] = set(s.tolist())
+
+        def candidates() -> Any:
+            for start in range(0, len(order), 64):
+                part = np.sort(order[start : start + 64])
+                vecs = cache.gather(part)
+                paths = idx._store.paths_for(ids[part].tolist())
+                for row, vec in zip(part.tolist(), vecs, strict=True):
+                    path = paths.get(int(ids[row]))
+                    if path is not None:
+                        yield int(ids[row]), path, vec
+
+        def neighbours(q: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return idx._vector_search().search(q, 64, exclude=exclude)  # type: ignore[no-any-return]
+
+        cal = calibrate(
+            candidates(),
+            embedder,
+            neighbours,
+            same_content=lambda i: same.get(i, set()),
+            setup=_key(idx),
+            target_precision=target_precision,
+            sample=sample,
+            seed=seed,
+            limits=idx._decode_limits,
+        )
+    finally:
+        cache.close()
+    idx._store.set_meta({META_KEY: json.dumps(cal.to_dict())})
+    return cal
+
+
+def duplicate_report(
+    idx: Any,
+    threshold: float | None = None,
+    folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    keep: str | Sequence[str] = DEFAULT_KEEP,
+    calibrate: bool | str = "auto",
+    center: bool = False,
+) -> DuplicateReport:
+    """See :meth:`lookalike.Index.duplicate_report`."""
+    cal = recorded_calibration(idx)
+    source = "given"
+    if threshold is None:
+        can = idx.setup is not None and not idx._store.is_empty()
+        if cal is None and can and calibrate in ("auto", True):
+            cal = calibrate_index(idx)
+        source = "calibrated" if cal is not None else "default"
+        threshold = cal.threshold if cal is not None else DEFAULT_THRESHOLD
+    if isinstance(folders, str | os.PathLike):
+        folders = [folders]
+    wanted = [_path_bytes(f) for f in folders] if folders is not None else None
+    report = find_duplicates(
+        idx._store, idx._cache_dir, float(threshold), folders=wanted, keep=keep, center=center
+    )
+    report.threshold_source = source
+    report.calibration = cal
+    return report
+
+
+def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
+    """The index follows moved files: a move inside an indexed folder keeps the image's
+    id and vector under the new path; a move out of every indexed folder forgets it."""
+    roots = [folder_prefix(f) for f in idx._store.folders()]
+    batch = WriteBatch()
+    for src, dst in moved:
+        found = idx._store.lookup(_path_bytes(src))
+        if found is None:
+            continue
+        row, _ = found
+        target = _path_bytes(dst)
+        try:
+            st = os.stat(target) if any(target.startswith(r) for r in roots) else None
+        except OSError:  # gone again already: nothing to follow
+            st = None
+        if st is not None:
+            batch.moves.append((row.id, target, st.st_size, st.st_mtime_ns))
+        else:
+            batch.deletes.append(row.id)
+    if batch:
+        idx._on_commit(idx._store.write(batch))
+
+
+def move_duplicates(
+    idx: Any,
+    groups: Sequence[DuplicateGroup],
+    destination: str | os.PathLike[str],
+    dry_run: bool = False,
+) -> MoveReport:
+    """See :meth:`lookalike.Index.move_duplicates`."""
+    roots = [os.fsdecode(f) for f in idx._store.folders()]
+    return move_groups(
+        groups,
+        destination,
+        roots=roots,
+        dry_run=dry_run,
+        on_moved=lambda moved: record_moves(idx, moved),
+    )
+
+
+def undo_move(idx: Any, manifest: str | os.PathLike[str], dry_run: bool = False) -> MoveReport:
+    """See :meth:`lookalike.Index.undo_duplicate_moves`."""
+    return undo_moves(manifest, dry_run=dry_run, on_moved=lambda moved: record_moves(idx, moved))

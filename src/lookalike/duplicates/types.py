@@ -1,0 +1,207 @@
+"""What a duplicate search returns: groups of files, each with the file to keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    """One file of a :class:`DuplicateGroup`.
+
+    Attributes:
+        path: absolute path.
+        score: cosine similarity to the kept file (1.0 for the kept file and for files
+            byte-identical to it).
+        size: bytes on disk when the group was built (-1 if the file could not be read).
+        width: pixels (0 when unknown).
+        height: pixels (0 when unknown).
+        mtime: modification time, seconds since the epoch (0.0 when unknown).
+        identical: byte-identical (same content hash) to the kept file.
+    """
+
+    path: str
+    score: float
+    size: int = -1
+    width: int = 0
+    height: int = 0
+    mtime: float = 0.0
+    identical: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"path", "score"}``: the contract's member object."""
+        return {"path": self.path, "score": self.score}
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """A set of copies of one image; every member is at least the threshold similar to
+    the kept file (groups never chain), and a file is in at most one group.
+
+    Attributes:
+        keep: absolute path of the file the keep rule chose.
+        members: every file of the group, the kept file first (score 1.0), then by score
+            descending.
+        min_score: the lowest cosine between any two members.
+
+    Example:
+        >>> g = DuplicateGroup("/a.jpg", [DuplicateMember("/a.jpg", 1.0),
+        ...                               DuplicateMember("/b.jpg", 0.97)], 0.97)
+        >>> g.to_dict()["members"][1]
+        {'path': '/b.jpg', 'score': 0.97}
+    """
+
+    keep: str
+    members: list[DuplicateMember]
+    min_score: float
+
+    @property
+    def others(self) -> list[DuplicateMember]:
+        """Every member except the kept file (what ``--move-to`` moves)."""
+        return self.members[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"keep", "min_score", "members": [{"path", "score"}]}``, as ``--json`` prints."""
+        return {
+            "keep": self.keep,
+            "min_score": self.min_score,
+            "members": [m.to_dict() for m in self.members],
+        }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The threshold chosen on edited copies of the index's own images.
+
+    Attributes:
+        threshold: cosine from which two images count as copies.
+        precision: pair precision measured at ``threshold`` (copies vs. distinct images).
+        recall: fraction of the edited copies found at ``threshold``.
+        target_precision: the precision asked for.
+        images: indexed images sampled.
+        copies: edited copies made and embedded.
+        negatives: distinct-image pairs compared.
+        setup: the setup fingerprint the calibration belongs to (model, weights, pooling,
+            preprocessing); another setup ignores it.
+        per_edit: recall at ``threshold`` per kind of edit.
+        created: seconds since the epoch.
+    """
+
+    threshold: float
+    precision: float
+    recall: float
+    target_precision: float
+    images: int
+    copies: int
+    negatives: int
+    setup: str
+    per_edit: dict[str, float] = field(default_factory=dict)
+    created: float = 0.0
+
+    def sentence(self) -> str:
+        """What the threshold means, e.g. ``"0.83: 95% precision on edited copies of your
+        images, recall 0.90"``."""
+        return (
+            f"{self.threshold:.2f}: {self.precision:.0%} precision on edited copies of your "
+            f"images, recall {self.recall:.2f} ({self.images} images, {self.copies} copies)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "precision": self.precision,
+            "recall": self.recall,
+            "target_precision": self.target_precision,
+            "images": self.images,
+            "copies": self.copies,
+            "negatives": self.negatives,
+            "setup": self.setup,
+            "per_edit": dict(self.per_edit),
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        return cls(
+            threshold=float(d["threshold"]),
+            precision=float(d["precision"]),
+            recall=float(d["recall"]),
+            target_precision=float(d["target_precision"]),
+            images=int(d["images"]),
+            copies=int(d["copies"]),
+            negatives=int(d.get("negatives", 0)),
+            setup=str(d["setup"]),
+            per_edit={str(k): float(v) for k, v in dict(d.get("per_edit", {})).items()},
+            created=float(d.get("created", 0.0)),
+        )
+
+
+@dataclass
+class DuplicateReport:
+    """One duplicate search: its groups and how they were found.
+
+    Attributes:
+        threshold: the cosine threshold used.
+        images: images looked at (after any folder restriction).
+        seconds: wall time of the search.
+        groups: the groups, largest first, then by ``min_score`` descending.
+        threshold_source: ``"given"``, ``"calibrated"`` or ``"default"``.
+        calibration: the calibration behind the threshold, when there is one.
+        candidate_pairs: pairs re-checked exactly after the approximate stage.
+        method: ``"exact"`` or ``"ivf"`` (how candidate pairs were searched).
+    """
+
+    threshold: float
+    images: int
+    seconds: float
+    groups: list[DuplicateGroup]
+    threshold_source: str = "default"
+    calibration: Calibration | None = None
+    candidate_pairs: int = 0
+    method: str = "exact"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``duplicates --json`` object: ``{"threshold", "images", "seconds", "groups"}``."""
+        return {
+            "threshold": self.threshold,
+            "images": self.images,
+            "seconds": round(self.seconds, 4),
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+
+@dataclass(frozen=True)
+class MoveProblem:
+    """A file ``--move-to`` did not move, and why (``vanished``, ``changed``, ``exists``...)."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class MoveReport:
+    """What :func:`~lookalike.duplicates.move_duplicates` did (or would do, on a dry run).
+
+    Attributes:
+        moved: ``(source, destination)`` pairs, absolute paths.
+        skipped: files left in place, with the reason.
+        manifest: the undo manifest written (``None`` on a dry run or when nothing moved).
+        dry_run: nothing was changed.
+    """
+
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[MoveProblem] = field(default_factory=list)
+    manifest: str | None = None
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "moved": [{"from": a, "to": b} for a, b in self.moved],
+            "skipped": [
+                {"path": p.path, "reason": p.reason, "detail": p.detail} for p in self.skipped
+            ],
+            "manifest": self.manifest,
+            "dry_run": self.dry_run,
+        }

@@ -1,0 +1,141 @@
+"""Calibrating the duplicate threshold (#9): the threshold choice on known scores, the
+in-memory edits, and a real calibration with the trained EfficientNet-Lite0 on real photos."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike import Index
+from lookalike.duplicates import EDITS, choose_threshold
+from lookalike.duplicates.calibrate import Sample
+from lookalike.duplicates.edits import edited_copies
+from lookalike.present import info_lines
+
+LITE0 = "tf_efficientnet_lite0.in1k"
+
+
+def sample(pos, neg, sib=()):
+    names = [f"e{i}" for i in range(len(pos))]
+    return Sample(dict(zip(names, pos, strict=True)), np.asarray(neg, float), np.asarray(sib))
+
+
+def test_threshold_separates_copies_from_distinct_images():
+    # Copies score 0.8-0.95, distinct images at most 0.6: every copy found, all precise.
+    rng = np.random.default_rng(0)
+    samples = [sample(rng.uniform(0.8, 0.95, 7), rng.uniform(0.1, 0.6, 64)) for _ in range(40)]
+    t, precision, recall = choose_threshold(samples, 0.95)
+    assert 0.6 <= t <= 0.81  # in the gap, as high as one point of recall allows
+    assert precision == 1.0 and recall >= 0.99
+
+
+def precision_at(samples, t):
+    """The documented estimate, computed independently: copies found per sample vs half
+    the distinct neighbours (those below the sample's weakest copy) at or above ``t``."""
+    found = sum(np.mean(np.fromiter(s.positives.values(), float) >= t) for s in samples)
+    false = 0.0
+    for s in samples:
+        weakest = (
+            min(min(s.positives.values()), *s.siblings)
+            if len(s.siblings)
+            else min(s.positives.values())
+        )
+        false += np.sum((s.negatives >= t) & (s.negatives < weakest)) / 2
+    return found / (found + false), found / len(samples)
+
+
+def test_threshold_rises_until_the_target_precision_holds():
+    # Half the samples have distinct neighbours up to 0.84 (just below their copies,
+    # 0.85-1.0); the others' copies reach down to 0.5. The threshold must rise until the
+    # first half's distinct neighbours are outnumbered 19 to 1 by copies found.
+    rng = np.random.default_rng(1)
+    samples = []
+    for k in range(200):
+        if k % 2:
+            samples.append(sample(rng.uniform(0.85, 1.0, 7), rng.uniform(0.4, 0.84, 8)))
+        else:
+            samples.append(sample(rng.uniform(0.5, 1.0, 7), rng.uniform(0.0, 0.3, 8)))
+    t, precision, recall = choose_threshold(samples, 0.95)
+    assert 0.6 < t <= 0.85
+    expected, expected_recall = precision_at(samples, t)
+    assert precision == pytest.approx(expected, abs=1e-6) and expected >= 0.95
+    assert recall == pytest.approx(expected_recall, abs=1e-6)
+    # No threshold reaching the target finds more than one point more of the copies.
+    grid = np.arange(0.5, 1.0, 0.005)
+    ok = [precision_at(samples, g)[0] >= 0.95 for g in grid]
+    reaching = [g for i, g in enumerate(grid) if all(ok[i:])]
+    assert max(precision_at(samples, g)[1] for g in reaching) <= recall + 0.01 + 1e-9
+    stricter, _, stricter_recall = choose_threshold(samples, 0.99)
+    assert stricter > t and stricter_recall < recall
+
+
+def test_existing_copies_are_not_counted_as_distinct_images():
+    # Each sample already has two copies in the collection (scored like its edits): a
+    # calibration that took them for distinct images would push the threshold up to ~1.
+    rng = np.random.default_rng(2)
+    samples = []
+    for _ in range(60):
+        pos = rng.uniform(0.75, 0.98, 7)
+        existing = rng.choice(pos, 2)
+        samples.append(sample(pos, np.r_[existing, rng.uniform(0.0, 0.5, 62)]))
+    t, _precision, recall = choose_threshold(samples, 0.95)
+    # Counted as distinct, the copies would cap precision near 0.5 at every threshold
+    # below 0.99 (recall ~0); taken for copies, nearly every edited copy is found.
+    assert t <= 0.76 and recall >= 0.99
+
+
+def test_every_edit_changes_the_image_and_keeps_it_usable():
+    noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    im = Image.fromarray(noise)  # fine detail: a resize or a JPEG visibly loses it
+    copies = edited_copies(im, random.Random(0))
+    assert [name for name, _ in copies] == list(EDITS)
+    assert set(EDITS) >= {"crop", "resize", "jpeg", "colour", "flip", "rotate", "text"}
+    base = np.asarray(im)
+    for name, c in copies:
+        assert c.mode == "RGB" and min(c.size) >= 16, name
+        arr = np.asarray(c.resize(im.size))
+        assert np.abs(arr.astype(int) - base).mean() > 0.5, f"{name} changed nothing"
+
+
+@pytest.mark.slow
+def test_calibration_with_a_trained_model_on_real_photos(tmp_path, lite0_weights, sample_photo_dir):
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_photo_dir, photos)
+    # Two real copies among the real photos: a re-saved, shrunk one and a cropped one.
+    Image.open(photos / "chelsea.png").resize((225, 150)).save(
+        photos / "chelsea_small.jpg", quality=60
+    )
+    coffee = Image.open(photos / "coffee.png")
+    w, h = coffee.size
+    coffee.crop((w // 10, h // 10, w - w // 10, h - h // 10)).save(photos / "coffee_crop.png")
+    db = tmp_path / "i.db"
+    with Index.open(db, model=LITE0, weights=lite0_weights) as idx:
+        idx.update(photos)
+        assert idx.duplicate_calibration() is None
+        report = idx.duplicate_report(keep="resolution")  # calibrates on first use
+        cal = report.calibration
+        assert cal is not None and report.threshold_source == "calibrated"
+        assert report.threshold == cal.threshold
+        assert 0.3 < cal.threshold < 0.99
+        assert cal.precision >= 0.95 and cal.recall >= 0.5
+        assert cal.images == 23 and cal.copies == 23 * len(EDITS)
+        sentence = cal.sentence()
+        assert sentence.startswith(f"{cal.threshold:.2f}: ")
+        assert "precision on edited copies of your images, recall" in sentence
+        groups = {frozenset(m.path.rsplit("/", 1)[1] for m in g.members) for g in report.groups}
+        assert frozenset({"chelsea.png", "chelsea_small.jpg"}) in groups
+        assert frozenset({"coffee.png", "coffee_crop.png"}) in groups
+        assert len(groups) == 2  # no two distinct photos grouped
+        kept = {g.keep.rsplit("/", 1)[1] for g in report.groups}
+        assert kept == {"chelsea.png", "coffee.png"}  # the larger files are kept
+        info = idx.info()
+    assert info["duplicate_threshold"]["threshold"] == cal.threshold
+    assert any(line.startswith("duplicates:") and sentence in line for line in info_lines(info))
+    # Recorded in the index: a later open uses it without calibrating again.
+    with Index.open(db) as idx:
+        assert idx.duplicate_calibration() == cal
+        assert idx.duplicate_report().threshold == cal.threshold
