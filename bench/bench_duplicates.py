@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_duplicates.py quality --edits all
     .venv/bin/python bench/bench_duplicates.py scale --n 100000   # add_embeddings, planted
     .venv/bin/python bench/bench_duplicates.py scale --n 1000000 --dir /big/folder
+    .venv/bin/python bench/bench_duplicates.py scale --direct --n 1000000  # no SQLite copy
     .venv/bin/python bench/bench_duplicates.py small --n 10000    # whole CLI process
 
 ``quality``: the copy-detection set of ``lookalike._samples`` (21 real photos from the
@@ -173,12 +174,109 @@ def planted_rows(gen, start: int, stop: int, rate: float, rng: np.random.Generat
     return x, list(zip((src + start).tolist(), (dst + start).tolist(), strict=True))
 
 
+class DirectStore:
+    """Just what the duplicate search reads from a store, for ``scale --direct``: vectors
+    are regenerated (no SQLite copy), paths are synthetic, no content hashes."""
+
+    def __init__(self, n: int, rate: float) -> None:
+        from bench_million import Embeddings
+
+        self.n, self.rate, self.gen = n, rate, Embeddings(n)
+        self.pairs: list[tuple[int, int]] = []
+
+    def generation(self) -> int:
+        return 1
+
+    def dim(self) -> int:
+        return 2048
+
+    def count(self) -> int:
+        return self.n
+
+    def iter_vectors(self, chunk_rows: int = 65536):
+        rng, self.pairs = np.random.default_rng(7), []
+        for start in range(0, self.n, 50_000):
+            stop = min(self.n, start + 50_000)
+            x, planted = planted_rows(self.gen, start, stop, self.rate, rng)
+            self.pairs += planted
+            yield np.arange(start + 1, stop + 1, dtype=np.int64), x
+
+    def duplicate_hashes(self) -> list:
+        return []
+
+    def paths_for(self, ids) -> dict[int, bytes]:
+        return {int(i): f"/synthetic/{int(i) - 1:07d}.jpg".encode() for i in ids}
+
+
+def scale_direct(args: argparse.Namespace, work: Path) -> dict:
+    """The duplicate search alone over a vector cache written straight from the generator
+    (no SQLite copy of 8 GB): for a million rows when inserting them would take too long."""
+    from lookalike.vectors import VectorCache
+
+    store = DirectStore(args.n, args.rate)
+    cache_dir = work / f"direct_{args.n}.cache"
+    t0 = time.perf_counter()
+    VectorCache.open(cache_dir, store, durable=False).close()
+    out: dict = {
+        "n": args.n,
+        "direct": True,
+        "cache_write_seconds": round(time.perf_counter() - t0),
+    }
+    truth_file = work / f"direct_{args.n}.pairs.json"
+    if store.pairs:
+        truth_file.write_text(json.dumps(store.pairs))
+    code = (
+        "import json, resource, sys, time\n"
+        f"sys.path.insert(0, {str(HERE)!r}); from bench_duplicates import DirectStore\n"
+        "from lookalike.duplicates import find_duplicates\n"
+        "from pathlib import Path\n"
+        "t = time.perf_counter()\n"
+        f"r = find_duplicates(DirectStore({args.n}, {args.rate}), Path({str(cache_dir)!r}),"
+        f" {args.threshold}, facts={{}})\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'method': r.method,"
+        " 'candidates': r.candidate_pairs, 'images': r.images,"
+        " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+        " 'cpu_seconds': sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),"
+        " 'groups': [[m.path for m in g.members] for g in r.groups]}))\n"
+    )
+    return _child(code, truth_file, args, out)
+
+
+def _child(code: str, truth_file: Path, args: argparse.Namespace, out: dict) -> dict:
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(p.stderr)
+    res = json.loads(p.stdout)
+    pairs = json.loads(truth_file.read_text())
+    index_of = {f"/synthetic/{i:07d}.jpg": i for i in range(args.n)}
+    found = {
+        frozenset(index_of[x] for x in pr_)
+        for g in res.pop("groups")
+        for pr_ in itertools.combinations(g, 2)
+    }
+    truth = {frozenset(p) for p in pairs}
+    tp = len(found & truth)
+    out.update(res)
+    out.update(
+        planted_pairs=len(truth),
+        pairs_found=len(found),
+        recall=round(tp / len(truth), 4),
+        precision=round(tp / len(found), 4) if found else 1.0,
+        seconds=round(res["seconds"], 1),
+        cpu_seconds=round(res["cpu_seconds"], 1),
+        peak_rss_mb=round(res["peak_rss_mb"]),
+    )
+    return out
+
+
 def scale(args: argparse.Namespace) -> dict:
     from bench_million import Embeddings
 
     from lookalike import Index
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="dups-scale-"))
+    if args.direct:
+        return scale_direct(args, work)
     db = work / f"scale_{args.n}.db"
     truth_file = work / f"scale_{args.n}.pairs.json"
     out: dict = {"n": args.n, "dim": 2048, "threshold": args.threshold}
@@ -287,6 +385,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.005, help="planted copies per row")
     ap.add_argument("--edits", choices=("library", "all"), default="library")
     ap.add_argument("--pools", default="avg,gem")
+    ap.add_argument("--direct", action="store_true", help="scale: cache only, no SQLite copy")
     args = ap.parse_args()
     t0 = time.perf_counter()
     out = {"quality": quality, "scale": scale, "small": small}[args.part](args)

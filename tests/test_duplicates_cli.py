@@ -108,6 +108,7 @@ def test_usage_and_expected_errors(db):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow  # builds and compiles a model: ~1 min on a busy 2-core machine
 def test_folder_is_indexed_first_and_identical_files_grouped(tmp_path, tiny_weights):
     from fakes import make_photos
 

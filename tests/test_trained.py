@@ -188,6 +188,7 @@ def test_index_records_and_keeps_the_package_weights(tmp_path, sample_photo_dir)
 # --- retrieval quality --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_edited_copy_finds_its_original_first(tmp_path, sample_photo_dir, sample_photos):
     """Each edit (crop, flip, grey, JPEG 20, resize) of each photo ranks its original first
     among the other sample photos."""

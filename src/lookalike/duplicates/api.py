@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..paths import path_forms, resolved
 from ..store import WriteBatch
 from ..store.base import folder_prefix
 from .calibrate import DEFAULT_THRESHOLD, META_KEY, calibrate, setup_key
@@ -21,7 +22,15 @@ from .types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 
 
 def _path_bytes(path: str | os.PathLike[str]) -> bytes:
-    return os.path.abspath(os.path.expanduser(os.fsencode(path)))
+    return resolved(path)  # the form the index stores paths in (#8)
+
+
+def _lookup(store: Any, path: str) -> Any:
+    for form in path_forms(path):
+        found = store.lookup(form)
+        if found is not None:
+            return found
+    return None
 
 
 def _key(idx: Any) -> str:
@@ -107,7 +116,7 @@ def duplicate_report(
         threshold = cal.threshold if cal is not None else DEFAULT_THRESHOLD
     if isinstance(folders, str | os.PathLike):
         folders = [folders]
-    wanted = [_path_bytes(f) for f in folders] if folders is not None else None
+    wanted = [form for f in folders for form in path_forms(f)] if folders is not None else None
     report = find_duplicates(
         idx._store, idx._cache_dir, float(threshold), folders=wanted, keep=keep, center=center
     )
@@ -122,7 +131,7 @@ def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
     roots = [folder_prefix(f) for f in idx._store.folders()]
     batch = WriteBatch()
     for src, dst in moved:
-        found = idx._store.lookup(_path_bytes(src))
+        found = _lookup(idx._store, src)
         if found is None:
             continue
         row, _ = found
