@@ -28,6 +28,7 @@ def open_store(location: str | os.PathLike[str]) -> Any:
         return PostgresStore(os.fspath(location))
     return SQLiteStore(os.path.expanduser(os.fspath(location)))
 
+
 __all__ = [
     "SCHEMA_VERSION",
     "FileRow",
