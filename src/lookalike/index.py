@@ -13,15 +13,18 @@ import numpy as np
 
 from .decode import DecodeFailure, DecodeLimits
 from .errors import ConfigError, QueryError
+from .index_duplicates import DuplicatesMixin
+from .index_ids import ImagesByIdMixin
 from .index_setup import SetupMixin
+from .index_text import TextSearchMixin
 from .paths import path_forms, resolved
 from .pipeline import Progress, run_update
-from .setup import DEFAULT_MODEL, EmbedderOptions
+from .setup import EmbedderOptions
 from .store import Store, WriteBatch, WriteResult, open_store
 from .types import FailedFile, Hit, IndexReport
 
 if TYPE_CHECKING:
-    from .duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
+    pass
 
 
 def default_db_path() -> Path:
@@ -39,7 +42,7 @@ def _as_path_bytes(path: str | os.PathLike[str] | bytes) -> bytes:
     return resolved(path)
 
 
-class Index(SetupMixin):
+class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
     """A persistent, incremental image-similarity index.
 
     Open one with :meth:`Index.open`. The model loads lazily, only when an image must be
@@ -554,281 +557,6 @@ class Index(SetupMixin):
             dict(cal.to_dict(), sentence=cal.sentence()) if cal is not None else None
         )
         return out
-
-    # -- images by id (for adapters that must not take paths from users: the web UI) ------
-
-    def images(self, offset: int = 0, limit: int = 100) -> tuple[int, list[tuple[int, str]]]:
-        """The total image count and ``(id, path)`` of up to ``limit`` images in path order."""
-        if offset < 0 or limit < 0:
-            raise ConfigError("offset and limit must not be negative")
-        rows = self._store.page(offset, limit)
-        return self._store.count(), [(i, os.fsdecode(p)) for i, p in rows]
-
-    def image_path(self, image_id: int) -> str | None:
-        """The path of the image with this id, or ``None`` if there is none."""
-        path = self._store.paths_for([int(image_id)]).get(int(image_id))
-        return os.fsdecode(path) if path is not None else None
-
-    def image_ids(self, paths: Sequence[str]) -> dict[str, int]:
-        """The ids of those ``paths`` that are indexed."""
-        out: dict[str, int] = {}
-        for p in paths:
-            found = self._store.lookup(_as_path_bytes(p))
-            if found is not None:
-                out[p] = found[0].id
-        return out
-
-    def similar_to_id(
-        self,
-        image_id: int,
-        k: int = 10,
-        *,
-        folder: str | os.PathLike[str] | None = None,
-        exact: bool = False,
-    ) -> list[Hit]:
-        """The ``k`` images most similar to the stored image ``image_id`` (never itself).
-
-        Raises:
-            QueryError: no image has this id.
-        """
-        vec = self._store.vectors_for([int(image_id)]).get(int(image_id))
-        if vec is None:
-            raise QueryError(f"no image with id {image_id} in the index", "unknown-id")
-        return self.search_vector(vec, k, folder=folder, exact=exact, _exclude=[int(image_id)])
-
-    def embed_bytes(self, data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
-        """The vector of an image given as bytes (an upload), decoded in memory.
-
-        Args:
-            data: the image file's bytes; never written anywhere.
-            max_pixels: a stricter decompression-bomb limit than the index's.
-
-        Raises:
-            QueryError: the bytes are not a usable image; ``reason`` says why.
-        """
-        from dataclasses import replace
-
-        from .decode import decode_bytes
-
-        limits = self._decode_limits
-        if max_pixels is not None:
-            limits = replace(limits, max_pixels=min(max_pixels, limits.max_pixels))
-        embedder = self._get_embedder()
-        try:
-            pixels = decode_bytes(data, embedder.setup.preprocess, limits)
-        except DecodeFailure as e:
-            raise QueryError(f"cannot read the image: {e.detail or e.reason}", e.reason) from None
-        vec = embedder.embed_pixels(pixels[None])[0]
-        if not np.all(np.isfinite(vec)):
-            raise QueryError("the model gave no usable vector for the image", "bad-vector")
-        return vec
-
-    # -- near-duplicate groups (#9; the work is in lookalike.duplicates) ------------------
-
-    def duplicates(
-        self,
-        threshold: float | None = None,
-        folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-        keep: str | Sequence[str] = "resolution,size,oldest",
-        *,
-        calibrate: bool | str = "auto",
-    ) -> list[DuplicateGroup]:
-        """Every group of copies among the indexed images, largest groups first.
-
-        Every member of a group is at least ``threshold`` similar to the kept file (groups
-        never chain); a file is in at most one group; byte-identical files are always
-        grouped. See :meth:`duplicate_report` for the arguments.
-
-        Example:
-            >>> for g in idx.duplicates(keep="resolution,oldest"):  # doctest: +SKIP
-            ...     print(g.keep, [(m.path, round(m.score, 3)) for m in g.others])
-        """
-        return self.duplicate_report(threshold, folders, keep, calibrate=calibrate).groups
-
-    def duplicate_report(
-        self,
-        threshold: float | None = None,
-        folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-        keep: str | Sequence[str] = "resolution,size,oldest",
-        *,
-        calibrate: bool | str = "auto",
-    ) -> DuplicateReport:
-        """The duplicate groups with the threshold used, the image count and the time taken.
-
-        Args:
-            threshold: cosine from which two images are copies; default: the index's
-                calibrated threshold (see :meth:`calibrate_duplicates`), else 0.90.
-            folders: only images below these folders.
-            keep: which file stays: criteria tried in order (``resolution``, ``size``,
-                ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``,
-                ``path``), e.g. ``"resolution,size,oldest"``.
-            calibrate: ``"auto"`` calibrates once (loading the model) when no threshold is
-                given and the index has none for its model; ``False`` never does.
-
-        Raises:
-            ConfigError: a threshold outside (0, 1] or an unknown keep criterion.
-        """
-        from .duplicates.api import duplicate_report
-
-        return duplicate_report(self, threshold, folders, keep, calibrate)
-
-    def calibrate_duplicates(
-        self, target_precision: float = 0.95, *, sample: int = 60, seed: int = 0
-    ) -> Calibration:
-        """Choose the duplicate threshold on edited copies of this index's images and
-        record it in the index (for its model) as the default of :meth:`duplicates`.
-
-        Loads the model. ``sample`` indexed images each get edited copies made in memory
-        (crop, resize, JPEG, colour, flip, rotation, text); the threshold is the lowest
-        reaching ``target_precision`` against the samples' nearest distinct images.
-
-        Example:
-            >>> idx.calibrate_duplicates().sentence()  # doctest: +SKIP
-            '0.83: 95% precision on edited copies of your images, recall 0.90 (...)'
-        """
-        from .duplicates.api import calibrate_index
-
-        return calibrate_index(self, target_precision, sample, seed)
-
-    def duplicate_calibration(self) -> Calibration | None:
-        """The calibration recorded for this index's model, or ``None``."""
-        from .duplicates.api import recorded_calibration
-
-        return recorded_calibration(self)
-
-    def move_duplicates(
-        self,
-        groups: Sequence[DuplicateGroup],
-        destination: str | os.PathLike[str],
-        *,
-        dry_run: bool = False,
-    ) -> MoveReport:
-        """Move every non-kept member of ``groups`` below ``destination``; delete nothing.
-
-        Paths stay relative to their indexed folder; an existing target is never
-        replaced; an undo manifest is written in ``destination`` before the first move;
-        a file that vanished or changed since listing is reported in ``skipped``. The
-        index follows: moved images keep their vectors when the target is inside an
-        indexed folder and are forgotten otherwise. ``dry_run`` changes nothing.
-        """
-        from .duplicates.api import move_duplicates
-
-        return move_duplicates(self, groups, destination, dry_run)
-
-    def undo_duplicate_moves(
-        self, manifest: str | os.PathLike[str], *, dry_run: bool = False
-    ) -> MoveReport:
-        """Move the files an undo manifest lists back (never overwriting)."""
-        from .duplicates.api import undo_move
-
-        return undo_move(self, manifest, dry_run)
-
-    def apply_moves(self, moved: Sequence[tuple[str, str]]) -> None:
-        """Tell the index that files moved, as ``(from, to)`` paths: an image moved inside
-        an indexed folder keeps its vector under the new path; one moved out of every
-        indexed folder is forgotten. (:meth:`move_duplicates` does this itself.)"""
-        from .duplicates.api import record_moves
-
-        record_moves(self, list(moved))
-
-    # -- search by words (#10; CLIP indexes: lookalike.query, lookalike.embed.clip_text) --
-
-    @property
-    def is_clip(self) -> bool:
-        """Whether text queries work: the index holds (or, new, will hold) CLIP vectors."""
-        setup = self.setup
-        if setup is not None:
-            return setup.space == "clip"
-        from .embed.clip_names import is_clip_name
-
-        return is_clip_name(self._options.model)
-
-    def embed_text(self, text: str) -> np.ndarray:
-        """The vector of ``text`` in a CLIP index's space: float32 ``(dim,)``, unit norm.
-
-        Loads the text tower on first use (a compiled copy from the model cache when there
-        is one).
-
-        Raises:
-            ConfigError: not a CLIP index (the message says how to build one); empty text.
-        """
-        if not text.strip():
-            raise ConfigError("an empty text is not a query")
-        vec = self._text_encoder().embed([text])[0]
-        if not np.all(np.isfinite(vec)):
-            raise QueryError(f"the model gave no usable vector for {text!r}", "bad-vector")
-        return vec  # type: ignore[no-any-return]
-
-    def search_text(
-        self, text: str, k: int = 10, *, folder: str | os.PathLike[str] | None = None
-    ) -> list[Hit]:
-        """The ``k`` indexed images that best match ``text`` (a CLIP index only).
-
-        Example:
-            >>> hits = idx.search_text("a red bicycle", k=5)  # doctest: +SKIP
-        """
-        from .query import Query, Term
-
-        return self.search_query(Query((Term("text", text),)), k, folder=folder)
-
-    def search_query(
-        self,
-        query: Any,
-        k: int = 10,
-        *,
-        folder: str | os.PathLike[str] | None = None,
-        exact: bool = False,
-    ) -> list[Hit]:
-        """The ``k`` images that best match a :class:`~lookalike.query.Query` of weighted
-        texts and images, positive and negative (the rule is in :mod:`lookalike.query`).
-
-        Image terms that are indexed files are never results themselves.
-
-        Example:
-            >>> from lookalike.query import Query
-            >>> q = Query.build(text=["2:red", "bicycle"], negative=["night"])
-            >>> hits = idx.search_query(q, k=10)  # doctest: +SKIP
-        """
-        from .query import SPREAD_SAMPLE, combine
-
-        if any(t.kind == "text" for t in query.terms):
-            self._text_encoder()  # refuses a non-CLIP index before any other work
-        vectors, exclude = [], []
-        for term in query.terms:
-            if term.kind == "text":
-                vectors.append(self.embed_text(term.value))
-            else:
-                vec, ids = self._query_vector(term.value)
-                vectors.append(vec)
-                exclude += ids
-        sample = None
-        if len(vectors) > 1:
-            chunks = self._store.iter_vectors(SPREAD_SAMPLE)
-            sample = next(iter(chunks), (None, None))[1]
-            getattr(chunks, "close", lambda: None)()
-        q = combine(
-            np.stack(vectors),
-            [t.weight for t in query.terms],
-            [t.negative for t in query.terms],
-            sample,
-        )
-        return self.search_vector(q, k, folder=folder, exact=exact, _exclude=exclude)
-
-    def _text_encoder(self) -> Any:
-        encoder = getattr(self, "_text", None)
-        if encoder is None:
-            from .embed.clip_names import not_clip_message
-            from .embed.clip_text import load_text_encoder
-            from .embed.model_cache import models_root
-
-            if not self.is_clip:
-                setup = self.setup
-                model = setup.model if setup else self._options.model or DEFAULT_MODEL
-                raise ConfigError(not_clip_message(self.path, model))
-            setup = self.setup or self._get_embedder().setup
-            encoder = load_text_encoder(models_root(), setup, self._effective_options())
-            self._text = encoder
-        return encoder
 
 
 __all__ = ["Index", "default_db_path"]

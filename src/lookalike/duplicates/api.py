@@ -53,8 +53,14 @@ def calibrate_index(
     idx: Any, target_precision: float = 0.95, sample: int = 60, seed: int = 0
 ) -> Calibration:
     """Calibrate on the index's images, record the result in the index, return it."""
+    from ..errors import ConfigError
     from ..vectors import VectorCache
 
+    if idx._cache_dir is None:
+        raise ConfigError(
+            "calibrating the duplicate threshold needs a SQLite index for now; "
+            "pass --threshold (e.g. 0.85) on a PostgreSQL index"
+        )
     embedder = idx._get_embedder()
     cache = VectorCache.open(idx._cache_dir, idx._store)
     try:
@@ -109,7 +115,9 @@ def duplicate_report(
     cal = recorded_calibration(idx)
     source = "given"
     if threshold is None:
-        can = idx.setup is not None and not idx._store.is_empty()
+        # Calibration searches the local vector cache; a server store (PostgreSQL) has
+        # none yet, so it uses the recorded or default threshold there.
+        can = idx.setup is not None and not idx._store.is_empty() and idx._cache_dir is not None
         if cal is None and can and calibrate in ("auto", True):
             cal = calibrate_index(idx)
         source = "calibrated" if cal is not None else "default"
@@ -145,7 +153,7 @@ def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
         else:
             batch.deletes.append(row.id)
     if batch:
-        idx._on_commit(idx._store.write(batch))
+        idx._commit(batch)
 
 
 def move_duplicates(
