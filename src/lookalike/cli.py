@@ -452,13 +452,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f".{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.{name}":
-                continue  # not built yet
-            raise
-        main.add_command(module.command)
+        main.add_command(importlib.import_module(f".{name}", __package__).command)
 
 
 _register_commands()
