@@ -40,7 +40,7 @@ from .clip_towers import ClipImageTower
 from .clip_weights import hub_file, hub_fingerprint
 from .pooling import PooledModel
 from .runtime import default_batch_size, resolve_device, resolve_precision, try_trace
-from .timm_embedder import _DTYPES, TimmEmbedder
+from .timm_embedder import TimmEmbedder
 from .weights import file_fingerprint, weights_path
 
 _RESIZE_MODES = {"shortest": "center", "squash": "resize"}
@@ -280,19 +280,8 @@ class ClipEmbedder(TimmEmbedder):
         batch_size: int = 32,
         jit: bool = True,
     ) -> None:
-        self.device = device
-        self.precision = precision
-        self.batch_size = batch_size
-        self._dtype = _DTYPES[precision]
-        tower.eval().requires_grad_(False)
-        tower.to(device=device, dtype=self._dtype)
-        tower.to(memory_format=torch.channels_last)
-        self.model = tower
         pre = setup.preprocess
-        mean = torch.tensor(pre.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(pre.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = mean / std
+        self._place(tower, device, precision, batch_size, pre.mean, pre.std)
         self.layout = "tokens"
         try:
             with torch.inference_mode():

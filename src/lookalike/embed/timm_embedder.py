@@ -157,22 +157,10 @@ class TimmEmbedder:
         batch_size: int = 32,
         jit: bool = True,
     ) -> None:
-        self.device = device
-        self.precision = precision
-        self.batch_size = batch_size
-        self._dtype = _DTYPES[precision]
-        model.eval().requires_grad_(False)
-        model.to(device=device, dtype=self._dtype)
-        model.to(memory_format=torch.channels_last)
-        self.model = model
         timm_model: Any = model  # forward_features/forward_head are timm's, not nn.Module's
-
         data = resolve_model_data_config(model)
         size = (int(data["input_size"][1]), int(data["input_size"][2]))
-        mean = torch.tensor(data["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(data["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = mean / std
+        self._place(model, device, precision, batch_size, data["mean"], data["std"])
 
         try:
             with torch.inference_mode():
@@ -280,6 +268,31 @@ class TimmEmbedder:
     def _run(self, x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             return unit_rows(self._net(x))
+
+    def _place(
+        self,
+        model: torch.nn.Module,
+        device: str,
+        precision: str,
+        batch_size: int,
+        mean: Any,
+        std: Any,
+    ) -> None:
+        """Move ``model`` to its device, dtype and channels-last layout, and keep the
+        uint8 -> normalised input transform (``x * scale - shift``); shared by every
+        torch embedder."""
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self._dtype = _DTYPES[precision]
+        model.eval().requires_grad_(False)
+        model.to(device=device, dtype=self._dtype)
+        model.to(memory_format=torch.channels_last)
+        self.model = model
+        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        sd = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._scale = 1.0 / (255.0 * sd)
+        self._shift = m / sd
 
     def _random_input(self, n: int, size: tuple[int, int]) -> torch.Tensor:
         gen = torch.Generator().manual_seed(n)
