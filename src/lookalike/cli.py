@@ -329,12 +329,7 @@ def search(
     check_folders([folder] if folder is not None else [])
     with _open(db, create=folder is not None, **model_opts) as idx:
         if folder is not None:
-            report = _update(idx, (folder,), not as_json and sys.stderr.isatty())
-            if report.failed and not as_json:
-                click.echo(
-                    f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
-                    err=True,
-                )
+            _update_folder(idx, folder, as_json)
         hits = idx.search(query, k=k, folder=folder, exact=exact)
     query_path = os.path.abspath(query)
     if as_json:
@@ -343,6 +338,16 @@ def search(
         click.echo(hits_table(hits))
     if plot or show:
         _plot(query_path, hits, plot, show)
+
+
+def _update_folder(idx: Any, folder: str, as_json: bool) -> None:
+    """Bring ``search``'s FOLDER up to date first, saying how many files failed."""
+    report = _update(idx, (folder,), not as_json and sys.stderr.isatty())
+    if report.failed and not as_json:
+        click.echo(
+            f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
+            err=True,
+        )
 
 
 def _search_terms(
@@ -376,12 +381,7 @@ def _search_terms(
                 idx.embed_text(term.value)  # refuses an image-only index before indexing
                 break
         if folder is not None:
-            report = _update(idx, (folder,), not as_json and sys.stderr.isatty())
-            if report.failed and not as_json:
-                click.echo(
-                    f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
-                    err=True,
-                )
+            _update_folder(idx, folder, as_json)
         hits = idx.search_query(q, k=k, folder=folder, exact=exact)
     if as_json:
         click.echo(hits_json(q.describe(), hits))
