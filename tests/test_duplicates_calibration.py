@@ -12,8 +12,8 @@ from PIL import Image
 
 from lookalike import Index
 from lookalike.duplicates import EDITS, choose_threshold
-from lookalike.duplicates.calibrate import Sample
-from lookalike.duplicates.edits import edited_copies
+from lookalike.duplicates.calibrate import Sample, copy_pairs_per_image
+from lookalike.duplicates.edits import COMPOUND, compound_copies, edited_copies
 from lookalike.present import info_lines
 
 LITE0 = "tf_efficientnet_lite0.in1k"
@@ -34,10 +34,11 @@ def test_threshold_separates_copies_from_distinct_images():
 
 
 def precision_at(samples, t):
-    """The documented estimate, computed independently: copies found per sample vs half
-    the distinct neighbours (those below the sample's weakest copy) at or above ``t``."""
+    """The documented estimate, computed independently: copy pairs found per sample
+    (``m`` pairs per image, at least one) vs half the distinct neighbours (those below the
+    sample's weakest copy) at or above ``t``."""
     found = sum(np.mean(np.fromiter(s.positives.values(), float) >= t) for s in samples)
-    false = 0.0
+    false, existing = 0.0, 0
     for s in samples:
         weakest = (
             min(min(s.positives.values()), *s.siblings)
@@ -45,7 +46,9 @@ def precision_at(samples, t):
             else min(s.positives.values())
         )
         false += np.sum((s.negatives >= t) & (s.negatives < weakest)) / 2
-    return found / (found + false), found / len(samples)
+        existing += np.sum(s.negatives >= weakest)
+    m = max(1.0, existing / len(samples) / 2)
+    return m * found / (m * found + false), found / len(samples)
 
 
 def test_threshold_rises_until_the_target_precision_holds():
@@ -86,6 +89,47 @@ def test_existing_copies_are_not_counted_as_distinct_images():
     # Counted as distinct, the copies would cap precision near 0.5 at every threshold
     # below 0.99 (recall ~0); taken for copies, nearly every edited copy is found.
     assert t <= 0.76 and recall >= 0.99
+
+
+def test_a_collection_full_of_copies_gets_the_lower_threshold_its_copies_allow():
+    # As above: half the samples meet distinct images up to 0.84, just below their copies.
+    # When every sample also has 6 existing copies in the collection (3 copy pairs per
+    # image), copies outnumber those distinct images 19 to 1 at a lower threshold than
+    # when the collection shows none (one pair per image assumed).
+    def make(existing):
+        rng = np.random.default_rng(1)
+        out = []
+        for k in range(200):
+            if k % 2:
+                pos, neg = rng.uniform(0.85, 1.0, 7), rng.uniform(0.4, 0.84, 8)
+            else:
+                pos, neg = rng.uniform(0.5, 1.0, 7), rng.uniform(0.0, 0.3, 8)
+            copies = rng.uniform(pos.min(), 1.0, existing)
+            out.append(sample(pos, np.r_[copies, neg]))
+        return out
+
+    few, many = make(0), make(6)
+    t_few, _, _ = choose_threshold(few, 0.95)
+    t_many, p_many, _ = choose_threshold(many, 0.95)
+    assert t_many <= t_few - 0.01
+    assert p_many == pytest.approx(precision_at(many, t_many)[0], abs=1e-6)
+    assert p_many >= 0.95
+    assert copy_pairs_per_image(0, 60) == 1.0 and copy_pairs_per_image(360, 60) == 3.0
+
+
+def test_compound_copies_apply_two_edits_each():
+    noise = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    im = Image.fromarray(noise)
+    twice = compound_copies(im, random.Random(0))
+    assert [name for name, _ in twice] == [f"{a}+{b}" for a, b in COMPOUND]
+    rng = random.Random(0)  # the same draws, edit by edit: the second edit of the first
+    for (a, b), (name, c) in zip(COMPOUND, twice, strict=True):
+        first = EDITS[a](im, rng)
+        second = EDITS[b](first, rng)
+        assert c.mode == "RGB" and min(c.size) >= 16, name
+        assert np.array_equal(np.asarray(c), np.asarray(second)), name
+        changed = c.size != first.size or np.abs(np.asarray(c, int) - np.asarray(first, int))
+        assert changed is True or changed.mean() > 0.5, f"{name}: second edit changed nothing"
 
 
 def test_every_edit_changes_the_image_and_keeps_it_usable():

@@ -3,22 +3,30 @@
 A sample of indexed images is decoded; each gets edited copies made in memory
 (:mod:`~lookalike.duplicates.edits`), which are embedded with the index's model and
 compared with the image's stored vector: the *positives*. The *negatives* are the
-sample's nearest distinct indexed images (byte-identical files excluded).
-
-For a threshold ``t``, with ``R(t)`` the copies found per sampled image and ``F(t)`` the
-distinct images at or above ``t`` per sampled image, the precision a collection where
-each image had one such copy would see is ``R / (R + F / 2)`` (each distinct pair is met
-from both of its ends). The threshold is the lowest ``t`` from which precision stays at or
-above the target, not below the weakest copy's score (lower would only add risk), raised
-further while that costs at most one point of recall (a margin for unseen images).
+sample's nearest indexed images (byte-identical files excluded).
 
 Existing copies in the collection are not distinct images, and counting them as
 negatives would push the threshold up without end in a collection full of copies. So an
 indexed image that scores at least as high with a sample as the weakest of the sample's
-own edited copies (one edit away) or pairs of them (two edits away: two copies of one
-original) is taken to be an existing copy, not a distinct image. The price: distinct
-images that look as alike as two edited copies of one photo (burst shots) count as
-copies, which is also what most people cleaning a collection want.
+own copies is taken to be an existing copy, not a distinct image. The sample's own copies
+are its edited copies (one edit away), pairs of them (two edits: two copies of one
+original) and copies edited twice in a row (:data:`~lookalike.duplicates.edits.COMPOUND`:
+a cropped export against a rotated one is that far apart). The price: distinct images
+that look as alike as a twice-edited copy (burst shots) count as copies, which is also
+what most people cleaning a collection want.
+
+For a threshold ``t``, with ``R(t)`` the share of a sample's edited copies found and
+``F(t)`` its distinct neighbours at or above ``t``, precision is estimated as
+``m R / (m R + F / 2)``: each distinct pair is met from both of its ends (``F / 2`` pairs
+per image), and ``m`` is the number of copy pairs per image: one (as if each image had one
+copy) unless the collection shows more, i.e. half the existing copies found per sample
+(each met from both ends too). A collection made of copies thus gets the lower threshold
+its copies allow, and a collection of distinct images keeps the one-copy estimate.
+
+The threshold is the lowest ``t`` from which precision stays at or above the target, not
+below the weakest copy's score (lower would only add risk), raised further while that
+costs at most one point of recall over all the sample's copies, two edits away included
+(a margin for unseen images).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .edits import edited_copies
+from .edits import compound_copies, edited_copies
 from .types import Calibration
 
 META_KEY = "duplicates_calibration"
@@ -51,8 +59,9 @@ def setup_key(setup_json: str | None, dim: int | None) -> str:
 
 @dataclass
 class Sample:
-    """Scores of one sampled image: its edited copies (``positives``), pairs of those
-    copies (``siblings``: two edits apart) and its nearest distinct images."""
+    """Scores of one sampled image: its edited copies (``positives``), copies two edits
+    apart (``siblings``: pairs of edited copies, and copies edited twice against the
+    image) and its nearest indexed images (``negatives``, existing copies included)."""
 
     positives: dict[str, float]
     negatives: np.ndarray
@@ -72,12 +81,18 @@ def choose_threshold(samples: Sequence[Sample], target: float) -> tuple[float, f
     w_suffix = np.concatenate([np.cumsum(w_sorted[::-1])[::-1], [0.0]])
     found = w_suffix[np.searchsorted(pos_sorted, _GRID, side="left")]
     false = np.zeros(len(_GRID))
+    reach = np.zeros(len(_GRID))  # share of every copy (one and two edits away) found
+    existing = 0
     for s in samples:
-        copies = np.concatenate([np.fromiter(s.positives.values(), float), s.siblings])
-        distinct = np.sort(s.negatives[s.negatives < copies.min()])
+        copies = np.sort(np.concatenate([np.fromiter(s.positives.values(), float), s.siblings]))
+        reach += (len(copies) - np.searchsorted(copies, _GRID, side="left")) / len(copies)
+        distinct = np.sort(s.negatives[s.negatives < copies[0]])
+        existing += len(s.negatives) - len(distinct)
         false += (len(distinct) - np.searchsorted(distinct, _GRID, side="left")) / 2.0
+    pairs_per_image = copy_pairs_per_image(existing, len(samples))
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(found + false > 0, found / (found + false), 1.0)
+        true = pairs_per_image * found
+        precision = np.where(true + false > 0, true / (true + false), 1.0)
     bad = np.flatnonzero(precision < target)
     start = bad[-1] + 1 if len(bad) else 0
     if start >= len(_GRID):
@@ -86,13 +101,21 @@ def choose_threshold(samples: Sequence[Sample], target: float) -> tuple[float, f
     index = max(start, int(np.searchsorted(_GRID, weakest, side="right")) - 1)
     index = min(index, len(_GRID) - 1)
     # Then as high as costs at most one point of recall: a margin against distinct images
-    # the sample did not meet, nearly free where the copies' scores leave a gap.
-    keep = found[index] - 0.01 * len(samples)
-    while index + 1 < len(_GRID) and found[index + 1] >= keep:
+    # the sample did not meet, nearly free where the copies' scores leave a gap. Counted
+    # on every copy, two edits away included: copies of one photo in a collection are
+    # mostly that far from each other, and lose more than the edited copies show.
+    keep = reach[index] - 0.01 * len(samples)
+    while index + 1 < len(_GRID) and reach[index + 1] >= keep and found[index + 1] > 0:
         index += 1
     t = float(_GRID[index])
     recall = min(1.0, float(found[index] / len(samples)))
     return t, min(1.0, float(precision[index])), recall
+
+
+def copy_pairs_per_image(existing_copies: int, samples: int) -> float:
+    """Copy pairs per image the precision estimate assumes: one, or half the existing
+    copies met per sampled image when the collection shows more (see the module doc)."""
+    return max(1.0, existing_copies / max(1, samples) / 2.0)
 
 
 def _embed_copies(embedder: Any, images: list[Any]) -> np.ndarray:
@@ -146,7 +169,7 @@ def calibrate(
     rng = random.Random(seed)
     pre = embedder.setup.preprocess
     draft = (pre.size[0] * 2, pre.size[1] * 2)
-    used: list[tuple[int, np.ndarray, list[str]]] = []
+    used: list[tuple[int, np.ndarray, list[str], int]] = []
     images: list[Any] = []
     for image_id, path, vector in candidates:
         if len(used) >= sample:
@@ -157,19 +180,21 @@ def calibrate(
         except (DecodeFailure, OSError):
             continue
         copies = edited_copies(im, rng)
-        used.append((image_id, vector, [name for name, _ in copies]))
-        images.extend(c for _, c in copies)
+        twice = compound_copies(im, rng)
+        used.append((image_id, vector, [name for name, _ in copies], len(twice)))
+        images.extend(c for _, c in copies + twice)
     if len(used) < 2:
         raise ConfigError("calibration needs at least 2 readable indexed images")
     copy_vecs = _embed_copies(embedder, images)
-    queries = np.stack([v for _, v, _ in used]).astype(np.float32)
+    queries = np.stack([v for _, v, _, _ in used]).astype(np.float32)
     samples: list[Sample] = []
     at = 0
-    for qi, (image_id, vector, names) in enumerate(used):
+    for qi, (image_id, vector, names, extra) in enumerate(used):
         mine = copy_vecs[at : at + len(names)]
         scores = mine @ vector
-        at += len(names)
-        siblings = (mine @ mine.T)[np.triu_indices(len(names), 1)]
+        twice = copy_vecs[at + len(names) : at + len(names) + extra] @ vector
+        at += len(names) + extra
+        siblings = np.concatenate([(mine @ mine.T)[np.triu_indices(len(names), 1)], twice])
         exclude = np.asarray(sorted(same_content(image_id) | {image_id}), dtype=np.int64)
         nscores, nids = neighbours(queries[qi : qi + 1], exclude)
         negatives = nscores[0][nids[0] >= 0]

@@ -91,7 +91,25 @@ EDITS: dict[str, Edit] = {
 }
 
 
+#: Two edits in a row: copies as far from the image as two copies of one photo are from
+#: each other (a crop of one export against a rotated other one). Calibration uses them
+#: to tell the collection's own copies from distinct images, not to measure recall.
+COMPOUND: tuple[tuple[str, str], ...] = (
+    ("crop", "rotate"),
+    ("crop", "text"),
+    ("resize", "jpeg"),
+    ("colour", "text"),
+    ("flip", "crop"),
+)
+
+
 def edited_copies(im: Image.Image, rng: random.Random) -> list[tuple[str, Image.Image]]:
     """One copy of ``im`` per edit in :data:`EDITS`, as ``(name, image)``."""
     im = im.convert("RGB")
     return [(name, edit(im, rng)) for name, edit in EDITS.items()]
+
+
+def compound_copies(im: Image.Image, rng: random.Random) -> list[tuple[str, Image.Image]]:
+    """One copy of ``im`` per pair of edits in :data:`COMPOUND`, named ``"first+second"``."""
+    im = im.convert("RGB")
+    return [(f"{a}+{b}", EDITS[b](EDITS[a](im, rng), rng)) for a, b in COMPOUND]
