@@ -71,25 +71,57 @@ def test_bound_never_misses_a_pair_with_a_tiny_basis():
 
 
 def test_groups_never_chain(tmp_path):
-    # a ~ b and b ~ c above the threshold, a ~ c below it: no group may hold a and c.
+    # a ~ b ~ c ~ d above the threshold, a ~ c and b ~ d below it: a group is a kept file
+    # and its own copies, never a copy of a copy (a and d, three links apart, or any
+    # member below the threshold to the kept file). The issue's ``min_score`` reports
+    # that two copies of the kept file can be further apart than the threshold.
     e = np.eye(8, dtype=np.float32)
     a = e[0]
     b = unit(e[0] + 0.45 * e[1])
     c = unit(e[0] + 0.9 * e[1])
+    d = unit(e[0] + 1.6 * e[1])
     far = e[5]
-    x = np.stack([a, b, c, far])
-    assert a @ b >= 0.9 and b @ c >= 0.9 and a @ c < 0.9
+    x = np.stack([a, b, c, d, far])
+    assert a @ b >= 0.9 and b @ c >= 0.9 and c @ d >= 0.9
+    assert a @ c < 0.9 and b @ d < 0.9 and a @ d < 0.9
     paths = fill(tmp_path / "i.db", x)
     with Index.open(tmp_path / "i.db") as idx:
         groups = idx.duplicates(threshold=0.9, calibrate=False)
-    assert len(groups) == 1
-    members = {m.path for m in groups[0].members}
-    assert not {paths[0], paths[2]} <= members
+    assert groups
     vec = dict(zip(paths, x, strict=True))
     for g in groups:
+        members = {m.path for m in g.members}
+        assert not {paths[0], paths[3]} <= members
         for m in g.members:
             assert float(vec[g.keep] @ vec[m.path]) >= 0.9 - 1e-6
             assert m.score == pytest.approx(float(vec[g.keep] @ vec[m.path]), abs=1e-5)
+        lowest = min(float(vec[p] @ vec[q]) for p in members for q in members)
+        assert g.min_score == pytest.approx(lowest, abs=1e-5)
+    assert sum(len(g.members) for g in groups) == len({m.path for g in groups for m in g.members})
+
+
+def test_copies_of_one_photo_stay_together_when_the_rules_favourite_is_a_harsh_copy(tmp_path):
+    # The photo h has four copies; r (first by path, the rule's favourite) is a harsh one
+    # that only h is similar to. Built around r, the group would take h alone and leave
+    # the three others in a second group; built around h, all five stay together and the
+    # file kept is the rule's favourite among those every member is a copy of (h here).
+    e = np.eye(8, dtype=np.float32)
+    h = e[0]
+    r = unit(e[0] + 0.45 * e[1])
+    copies = [unit(e[0] + 0.4 * e[k]) for k in (2, 3, 4)]
+    x = np.stack([r, h, *copies])
+    assert all(float(v @ r) < 0.9 for v in copies) and all(float(v @ h) >= 0.9 for v in copies)
+    paths = fill(tmp_path / "i.db", x)
+    with Index.open(tmp_path / "i.db") as idx:
+        (g,) = idx.duplicates(threshold=0.9, keep="path", calibrate=False)
+    assert {m.path for m in g.members} == set(paths)
+    assert g.keep == paths[1]
+    # When the favourite is a copy of every member, it is kept.
+    y = np.stack([h, *copies])  # h is now first by path and the centre
+    with Index.open(tmp_path / "j.db") as idx:
+        idx.add_embeddings([f"/pics/z{i}.jpg" for i in range(len(y))], y)
+        (g,) = idx.duplicates(threshold=0.9, keep="path", calibrate=False)
+    assert g.keep == "/pics/z0.jpg" and len(g.members) == 4
 
 
 def test_invariants_on_clustered_data(tmp_path):

@@ -1,15 +1,19 @@
 """Similar pairs -> groups that never chain, one group per file.
 
 Byte-identical files (same content hash) are first merged into one node: they always end
-up in the same group, whatever the threshold. Then nodes are visited best first by the
-keep rule; a node that still has unassigned neighbours becomes a group's kept file and
-takes exactly those neighbours. So every member is at least ``threshold`` similar to the
-kept file itself (no A~B~C chains), and the file the rule prefers is kept whenever it has
-copies.
+up in the same group, whatever the threshold. Then, greedily, the node with the most
+copies not yet in a group (the keep rule breaks ties) becomes a group's centre and takes
+exactly those copies. The file kept is
+the one the keep rule prefers among the group's files that every other member is a copy
+of (the centre always is). So every member is at least ``threshold`` similar to the kept
+file itself (no A~B~C chains). Centring groups on the best-connected file keeps copies of
+one photo together: a rule's favourite that is a harsh edit (a rotated copy saved larger)
+would otherwise take only some of its copies and split the rest into a second group.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,17 +84,30 @@ def build_groups(
     best: dict[int, int] = {}
     for node in nodes:
         best[node] = min(node_files(node), key=rank)
-    order = sorted(nodes, key=lambda node: rank(best[node]))
+    # Greedy cover: the node with the most copies not yet in a group first (counts
+    # refreshed lazily as groups take nodes), the keep rule breaking ties.
+    keys = {node: rank(best[node]) for node in nodes}
+    heap = [(-len(adj.get(node, ())), keys[node], node) for node in nodes]
+    heapq.heapify(heap)
     assigned: set[int] = set()
     groups: list[RawGroup] = []
-    for c in order:
+    while heap:
+        count, key, c = heapq.heappop(heap)
         if c in assigned:
             continue
         takers = [w for w in adj.get(c, {}) if w not in assigned]
+        if len(takers) < -count:  # some were taken meanwhile: back in at the true count
+            heapq.heappush(heap, (-len(takers), key, c))
+            continue
         if not takers and len(node_files(c)) < 2:
             continue
         assigned.add(c)
         assigned.update(takers)
+        star = [c, *takers]
+        # Kept: the rule's favourite among the nodes every other member is a copy of.
+        hubs = [u for u in star if all(w == u or w in adj.get(u, {}) for w in star)]
+        c = min(hubs, key=lambda u: rank(best[u]))
+        takers = [u for u in star if u != c]
         kept = best[c]
         members = [kept] + [f for f in node_files(c) if f != kept]
         scores = [1.0] * len(members)
