@@ -35,7 +35,7 @@ def corpus(n: int, big: bool = False) -> Path:
     out = ROOT / "bench" / "out" / f"corpus_{n}{'_big' if big else ''}"
     if not (out / "groups.json").exists():
         args = [sys.executable, str(SHARED / "make_corpus.py"), str(out), str(n)]
-        subprocess.run(args + (["--big"] if big else []), check=True)
+        subprocess.run(args + (["--big"] if big else []), check=True, stdout=sys.stderr)
     return out
 
 

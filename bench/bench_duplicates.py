@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_duplicates.py quality            # copy set, trained Lite0
     .venv/bin/python bench/bench_duplicates.py quality --edits all
+    .venv/bin/python bench/bench_duplicates.py quality --corpus 300 # shared make_corpus.py
     .venv/bin/python bench/bench_duplicates.py scale --n 100000   # add_embeddings, planted
     .venv/bin/python bench/bench_duplicates.py scale --n 1000000 --dir /big/folder
     .venv/bin/python bench/bench_duplicates.py scale --direct --n 1000000  # no SQLite copy
@@ -81,24 +82,40 @@ def quality(args: argparse.Namespace) -> dict:
     from lookalike import Index
     from lookalike._samples import EDITS, copy_detection_set, write_images
 
-    edits = tuple(EDITS) if args.edits == "all" else LIB_EDITS
-    originals, copies = copy_detection_set(edits=edits)
-    images = dict(originals) | {c.name: c.image for c in copies}
-    label = {n: n for n in originals} | {c.name: c.original for c in copies}
     work = Path(args.dir or tempfile.mkdtemp(prefix="dupq-"))
-    folder = work / f"set_{args.edits}"
-    if not folder.exists():
-        write_images(folder, images, fmt="jpg", quality=90)
+    if args.corpus:
+        # The shared corpus (shared/bench/make_corpus.py): each source photo and copies
+        # with two of its own edits each (blur, 10% crop, +-8 degree turn, ...).
+        from _common import corpus
+
+        folder = corpus(args.corpus)
+        groups_json = json.loads((folder / "groups.json").read_text())
+        # Two of its "sources" are one photo twice (the RGB and grey chessboard, the
+        # left and right views of one stereo pair): their files are copies of each other.
+        same = {"chessboard_GRAY": "chessboard_RGB", "motorcycle_right": "motorcycle_left"}
+        label = {Path(f).stem: same.get(name, name) for name, fs in groups_json.items() for f in fs}
+        out: dict = {"set": f"make_corpus.py {args.corpus}", "originals": len(groups_json)}
+        tag = f"corpus{args.corpus}"
+    else:
+        edits = tuple(EDITS) if args.edits == "all" else LIB_EDITS
+        originals, copies = copy_detection_set(edits=edits)
+        images = dict(originals) | {c.name: c.image for c in copies}
+        label = {n: n for n in originals} | {c.name: c.original for c in copies}
+        folder = work / f"set_{args.edits}"
+        if not folder.exists():
+            write_images(folder, images, fmt="jpg", quality=90)
+        out = {"set": "copy_detection_set", "originals": len(originals), "edits": list(edits)}
+        tag = args.edits
     files = sorted(str(p) for p in folder.glob("*.jpg"))
     stem = {f: Path(f).stem for f in files}
     by_orig: dict[str, list[str]] = {}
     for f in files:
         by_orig.setdefault(label[stem[f]], []).append(f)
     truth = pair_set(list(by_orig.values()))
-    out: dict = {"images": len(files), "originals": len(originals), "edits": list(edits)}
+    out["images"] = len(files)
     out["true_pairs"] = len(truth)
     for pool in args.pools.split(","):
-        db = work / f"{args.edits}_{pool}.db"
+        db = work / f"{tag}_{pool}.db"
         t0 = time.perf_counter()
         with Index.open(db, model="tf_efficientnet_lite0", pool=pool) as idx:
             idx.update(folder)
@@ -385,6 +402,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.005, help="planted copies per row")
     ap.add_argument("--edits", choices=("library", "all"), default="library")
     ap.add_argument("--pools", default="avg,gem")
+    ap.add_argument("--corpus", type=int, help="quality: make_corpus.py's set of N images")
     ap.add_argument("--direct", action="store_true", help="scale: cache only, no SQLite copy")
     args = ap.parse_args()
     t0 = time.perf_counter()
