@@ -70,6 +70,34 @@ def test_bound_never_misses_a_pair_with_a_tiny_basis():
     assert set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True)) == brute_pairs(x, 0.85)
 
 
+def test_cell_join_visiting_every_cell_misses_no_pair():
+    # Above flat_limit the bound vectors go through the k-means cell join; when every row
+    # visits every cell and no cap applies, the join is exact: the brute-force pairs.
+    x = clustered(3000, 128, copies=200, noise=0.4)
+    truth = brute_pairs(x, 0.85)
+    pairs, stats = similar_pairs(
+        ArrayRows(x), 0.85, basis_dim=8, flat_limit=0, full_below=0, k=len(x), nprobe=10**6
+    )
+    assert stats.method == "ivf" and stats.candidates > len(truth) >= 200
+    assert set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True)) == truth
+
+
+def test_a_group_larger_than_k_is_searched_again():
+    # 40 copies of one image: every one of them has more than k=16 passing neighbours, so
+    # those few rows are searched again with max_k and the whole group is found.
+    rng = np.random.default_rng(4)
+    x = clustered(3000, 128, copies=0)
+    base = x[0]
+    for r in range(1, 40):
+        x[r] = unit(base + 0.02 * rng.standard_normal(128) / np.sqrt(128))
+    truth = brute_pairs(x, 0.99)
+    assert len(truth) >= 40 * 39 // 2
+    for flat_limit in (0, 20_000):  # the cell join and the exact blocks
+        pairs, _ = similar_pairs(ArrayRows(x), 0.99, flat_limit=flat_limit, full_below=0, k=16)
+        found = set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True))
+        assert {(i, j) for i, j in truth if j < 40} <= found
+
+
 def test_groups_never_chain(tmp_path):
     # a ~ b ~ c ~ d above the threshold, a ~ c and b ~ d below it: a group is a kept file
     # and its own copies, never a copy of a copy (a and d, three links apart, or any
