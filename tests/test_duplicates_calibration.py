@@ -14,6 +14,7 @@ from lookalike import Index
 from lookalike.duplicates import EDITS, choose_threshold
 from lookalike.duplicates.calibrate import Sample, copy_pairs_per_image
 from lookalike.duplicates.edits import COMPOUND, compound_copies, edited_copies
+from lookalike.duplicates.types import Calibration
 from lookalike.present import info_lines
 
 LITE0 = "tf_efficientnet_lite0.in1k"
@@ -132,6 +133,26 @@ def test_compound_copies_apply_two_edits_each():
         assert changed is True or changed.mean() > 0.5, f"{name}: second edit changed nothing"
 
 
+def test_a_calibration_recorded_before_two_edit_recall_still_reads():
+    old = {
+        "threshold": 0.8,
+        "precision": 0.95,
+        "recall": 0.9,
+        "target_precision": 0.95,
+        "images": 60,
+        "copies": 420,
+        "setup": "abc",
+    }
+    cal = Calibration.from_dict(old)
+    assert cal.recall_two_edits is None
+    assert cal.sentence() == (
+        "0.80: 95% precision on edited copies of your images, recall 0.90 (60 images, 420 copies)"
+    )
+    again = Calibration.from_dict(dict(old, recall_two_edits=0.85))
+    assert Calibration.from_dict(again.to_dict()) == again
+    assert "recall 0.90, 0.85 two edits apart (60 images" in again.sentence()
+
+
 def test_every_edit_changes_the_image_and_keeps_it_usable():
     noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     im = Image.fromarray(noise)  # fine detail: a resize or a JPEG visibly loses it
@@ -170,6 +191,11 @@ def test_calibration_with_a_trained_model_on_real_photos(tmp_path, lite0_weights
         sentence = cal.sentence()
         assert sentence.startswith(f"{cal.threshold:.2f}: ")
         assert "precision on edited copies of your images, recall" in sentence
+        # Copies two edits apart (how a collection's copies of one photo relate) are
+        # reported too, and each twice-edited kind has its recall.
+        assert cal.recall_two_edits is not None and 0.0 < cal.recall_two_edits <= 1.0
+        assert f", {cal.recall_two_edits:.2f} two edits apart (" in sentence
+        assert {f"{a}+{b}" for a, b in COMPOUND} | set(EDITS) == set(cal.per_edit)
         groups = {frozenset(m.path.rsplit("/", 1)[1] for m in g.members) for g in report.groups}
         assert frozenset({"chelsea.png", "chelsea_small.jpg"}) in groups
         assert frozenset({"coffee.png", "coffee_crop.png"}) in groups

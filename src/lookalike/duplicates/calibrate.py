@@ -66,6 +66,8 @@ class Sample:
     positives: dict[str, float]
     negatives: np.ndarray
     siblings: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: Copies edited twice in a row, by ``"first+second"`` (their scores are in siblings).
+    twice: dict[str, float] = field(default_factory=dict)
 
 
 def choose_threshold(samples: Sequence[Sample], target: float) -> tuple[float, float, float]:
@@ -169,7 +171,7 @@ def calibrate(
     rng = random.Random(seed)
     pre = embedder.setup.preprocess
     draft = (pre.size[0] * 2, pre.size[1] * 2)
-    used: list[tuple[int, np.ndarray, list[str], int]] = []
+    used: list[tuple[int, np.ndarray, list[str], list[str]]] = []
     images: list[Any] = []
     for image_id, path, vector in candidates:
         if len(used) >= sample:
@@ -181,7 +183,7 @@ def calibrate(
             continue
         copies = edited_copies(im, rng)
         twice = compound_copies(im, rng)
-        used.append((image_id, vector, [name for name, _ in copies], len(twice)))
+        used.append((image_id, vector, [name for name, _ in copies], [n for n, _ in twice]))
         images.extend(c for _, c in copies + twice)
     if len(used) < 2:
         raise ConfigError("calibration needs at least 2 readable indexed images")
@@ -189,22 +191,24 @@ def calibrate(
     queries = np.stack([v for _, v, _, _ in used]).astype(np.float32)
     samples: list[Sample] = []
     at = 0
-    for qi, (image_id, vector, names, extra) in enumerate(used):
+    for qi, (image_id, vector, names, twice_names) in enumerate(used):
         mine = copy_vecs[at : at + len(names)]
         scores = mine @ vector
-        twice = copy_vecs[at + len(names) : at + len(names) + extra] @ vector
-        at += len(names) + extra
+        twice = copy_vecs[at + len(names) : at + len(names) + len(twice_names)] @ vector
+        at += len(names) + len(twice_names)
         siblings = np.concatenate([(mine @ mine.T)[np.triu_indices(len(names), 1)], twice])
         exclude = np.asarray(sorted(same_content(image_id) | {image_id}), dtype=np.int64)
         nscores, nids = neighbours(queries[qi : qi + 1], exclude)
         negatives = nscores[0][nids[0] >= 0]
         positives = dict(zip(names, scores.tolist(), strict=True))
-        samples.append(Sample(positives, negatives, siblings))
+        twice_scores = dict(zip(twice_names, twice.tolist(), strict=True))
+        samples.append(Sample(positives, negatives, siblings, twice_scores))
     t, precision, recall = choose_threshold(samples, target_precision)
     per_edit = {
-        name: float(np.mean([s.positives[name] >= t for s in samples]))
-        for name in samples[0].positives
+        name: float(np.mean([(s.positives | s.twice)[name] >= t for s in samples]))
+        for name in samples[0].positives | samples[0].twice
     }
+    two_edits = float(np.mean([np.mean(s.siblings >= t) for s in samples if len(s.siblings)]))
     return Calibration(
         threshold=t,
         precision=round(precision, 4),
@@ -216,4 +220,5 @@ def calibrate(
         setup=setup,
         per_edit={k: round(v, 4) for k, v in per_edit.items()},
         created=time.time(),
+        recall_two_edits=round(two_edits, 4),
     )

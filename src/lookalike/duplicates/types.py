@@ -84,8 +84,11 @@ class Calibration:
         negatives: distinct-image pairs compared.
         setup: the setup fingerprint the calibration belongs to (model, weights, pooling,
             preprocessing); another setup ignores it.
-        per_edit: recall at ``threshold`` per kind of edit.
+        per_edit: recall at ``threshold`` per kind of edit (``"a+b"``: two in a row).
         created: seconds since the epoch.
+        recall_two_edits: fraction found of the copies two edits away from each other
+            (pairs of edited copies, copies edited twice): how copies of one photo already
+            in a collection usually relate. ``None`` in calibrations made before it.
     """
 
     threshold: float
@@ -98,13 +101,19 @@ class Calibration:
     setup: str
     per_edit: dict[str, float] = field(default_factory=dict)
     created: float = 0.0
+    recall_two_edits: float | None = None
 
     def sentence(self) -> str:
         """What the threshold means, e.g. ``"0.83: 95% precision on edited copies of your
-        images, recall 0.90"``."""
+        images, recall 0.90, 0.85 two edits apart"``."""
+        two = (
+            ""
+            if self.recall_two_edits is None
+            else f", {self.recall_two_edits:.2f} two edits apart"
+        )
         return (
             f"{self.threshold:.2f}: {self.precision:.0%} precision on edited copies of your "
-            f"images, recall {self.recall:.2f} ({self.images} images, {self.copies} copies)"
+            f"images, recall {self.recall:.2f}{two} ({self.images} images, {self.copies} copies)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +128,7 @@ class Calibration:
             "setup": self.setup,
             "per_edit": dict(self.per_edit),
             "created": self.created,
+            "recall_two_edits": self.recall_two_edits,
         }
 
     @classmethod
@@ -134,6 +144,9 @@ class Calibration:
             setup=str(d["setup"]),
             per_edit={str(k): float(v) for k, v in dict(d.get("per_edit", {})).items()},
             created=float(d.get("created", 0.0)),
+            recall_two_edits=(
+                None if d.get("recall_two_edits") is None else float(d["recall_two_edits"])
+            ),
         )
 
 
