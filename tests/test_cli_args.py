@@ -157,6 +157,8 @@ def test_a_folder_query_and_a_missing_folder_are_reported_before_loading(
         ["info", "--json", "--db", "{typo}/path.db"],
         ["search", "{query}", "--db", "{typo}/x.db"],
         ["remove", "{photos}", "--db", "{typo}/x.db"],
+        ["duplicates", "--db", "{typo}/x.db"],
+        ["duplicates", "--json", "--db", "{typo}/x.db"],
     ],
 )
 def test_read_only_commands_on_a_missing_index_create_nothing(args, no_model_env, photos, tmp_path):

@@ -130,6 +130,7 @@ def test_cli_exact_search_is_the_same_from_sqlite_and_postgres(
 def test_cli_masks_the_password_and_fails_in_one_line(pg_url):
     secret = "Zebra-9-secret"
     url = pg_url.replace("postgres:@", f"postgres:{secret}@", 1)
+    open_store(url).close()  # an index, still empty (read-only commands create none)
     done = lookalike("info", "--db", url, "--json", "--check")
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
@@ -149,3 +150,32 @@ def test_cli_says_which_server_did_not_answer(url):
     done = lookalike("info", "--db", url)
     assert done.returncode == 1 and "127.0.0.1:1/photos" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_read_only_commands_on_an_empty_database_say_so_and_create_nothing(pg_url, tmp_path):
+    import psycopg
+    from PIL import Image
+
+    from lookalike import Index
+    from lookalike.errors import IndexNotFoundError
+
+    def tables() -> list:
+        with psycopg.connect(pg_url) as db:
+            sql = "SELECT to_regclass('lookalike_images'), to_regclass('lookalike_meta')"
+            return list(db.execute(sql).fetchone())
+
+    with pytest.raises(IndexNotFoundError, match="no index at"):
+        Index.open(pg_url, create=False)
+    query = tmp_path / "q.jpg"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(query)
+    for args in (("info",), ("search", str(query)), ("remove", "/nowhere"), ("duplicates",)):
+        p = lookalike(*args, "--db", pg_url)
+        assert p.returncode != 0, args
+        assert "no index at" in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+    assert tables() == [None, None]  # nothing was created by any of them
+    with Index.open(pg_url) as idx:  # the default (create=True) sets the database up
+        idx.add_embeddings(["/a/1.jpg"], np.ones((1, 8), np.float32) / 8**0.5)
+    with Index.open(pg_url, create=False) as idx:
+        assert idx.info()["images"] == 1
+    p = lookalike("info", "--json", "--db", pg_url)
+    assert p.returncode == 0 and json.loads(p.stdout)["images"] == 1

@@ -93,7 +93,9 @@ def command(
         raise click.UsageError("--dry-run goes with --move-to or --undo")
     parse_keep(keep)  # a bad rule is an error before any work
     out = click.echo if not as_json else (lambda s: click.echo(s, err=True))
-    with _open(db, **model_opts) as idx:
+    # Like ``search``: only FOLDERs to bring up to date make an index; without them a
+    # missing index is an error, not an empty one created on the spot.
+    with _open(db, create=bool(folders) and not undo_manifest, **model_opts) as idx:
         if undo_manifest:
             done = idx.undo_duplicate_moves(undo_manifest, dry_run=dry_run)
             if as_json:

@@ -158,7 +158,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             from .preflight import require_index
 
             require_index(location, named=path is not None or "LOOKALIKE_DB" in os.environ)
-        store = open_store(location)
+        store = open_store(location, create=create)
         db_path = getattr(store, "path", None)  # a database server keeps no cache beside it
         try:
             index = cls(

@@ -15,17 +15,23 @@ from .base import FileRow, Store, WriteBatch, WriteResult, folder_prefix
 from .sqlite import SCHEMA_VERSION, SQLiteStore
 
 
-def open_store(location: str | os.PathLike[str]) -> Any:
+def open_store(location: str | os.PathLike[str], *, create: bool = True) -> Any:
     """The store at ``location``: a ``postgresql://`` URL, else a SQLite file path.
+
+    Args:
+        location: the URL or path.
+        create: set a database up when it holds no index yet; ``False`` refuses instead
+            (read-only use). SQLite files are checked before this (``preflight``).
 
     Raises:
         MissingDependencyError: a URL, but psycopg is not installed.
+        IndexNotFoundError: ``create`` is false and the database holds no index.
         StoreError: the store cannot be opened.
     """
     if is_postgres_url(location):
         from .postgres import PostgresStore
 
-        return PostgresStore(os.fspath(location))
+        return PostgresStore(os.fspath(location), create=create)
     return SQLiteStore(os.path.expanduser(os.fspath(location)))
 
 

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError, SchemaTooNewError, StoreError, StoreWriteError
+from ..errors import (
+    IndexNotFoundError,
+    MissingDependencyError,
+    SchemaTooNewError,
+    StoreError,
+    StoreWriteError,
+)
 from . import _pg_sql as q
 from ._pg_schema import create_schema
 from ._pg_search import SearchMixin
@@ -56,17 +62,20 @@ class PostgresStore(SearchMixin):
         url: ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?options]``; any libpq
             connection URL (``?host=/run/postgresql`` for a Unix socket).
         connect_timeout: seconds to wait for the server.
+        create: set the database up when it holds no index yet; ``False`` refuses.
 
     Raises:
         MissingDependencyError: psycopg is not installed.
         StoreError: the server cannot be reached, refuses the login, or lacks pgvector
             (the message says what to run).
         SchemaTooNewError: written by a newer lookalike.
+        IndexNotFoundError: ``create`` is false and the database holds no index (nothing
+            is created in it).
     """
 
     searches_vectors = True
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 10.0, create: bool = True) -> None:
         self._psycopg = _import_psycopg()
         self._url = url.strip()
         self.location = mask_url(self._url)
@@ -77,10 +86,28 @@ class PostgresStore(SearchMixin):
         self._db: Any = None
         self._connect()
         try:
+            if not create:
+                self._require_tables()
             self._init_schema()
         except BaseException:
             self.close()
             raise
+
+    def _require_tables(self) -> None:
+        """For read-only use: the database holds an index, else nothing is created."""
+        sql = (
+            "SELECT to_regclass('lookalike_images') IS NOT NULL"
+            " AND to_regclass('lookalike_meta') IS NOT NULL"
+        )
+        try:
+            found = self._db.execute(sql).fetchone()[0]
+        except self._psycopg.Error as e:
+            raise StoreError(self._error("cannot use", e)) from None
+        if not found:
+            raise IndexNotFoundError(
+                f"no index at {self.location}; make one with: "
+                "lookalike index FOLDER --db URL (or set LOOKALIKE_DB)"
+            )
 
     # -- connection ----------------------------------------------------------------------
 
