@@ -286,3 +286,25 @@ def test_group_to_dict_is_the_contract():
         "min_score": 0.95,
         "members": [{"path": "/k.jpg", "score": 1.0}, {"path": "/c.jpg", "score": 0.95}],
     }
+
+
+def test_many_groups_larger_than_k_are_found_whole_on_the_exact_path():
+    # 3 groups of 60 near-identical rows among 1,500: 180 rows have more than k = 16
+    # passing neighbours, more than 1% of the rows; every pair must still be found.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1500, 64)).astype(np.float32)
+    for g in range(3):
+        base = rng.standard_normal(64).astype(np.float32)
+        x[g * 60 : g * 60 + 60] = base + 0.01 * rng.standard_normal((60, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = brute_pairs(x, 0.98)
+    assert len(truth) == 3 * 60 * 59 // 2
+    for full_below in (2_000, 0):  # full vectors, and the projected bound
+        pairs, _ = similar_pairs(ArrayRows(x), 0.98, basis_dim=16, full_below=full_below)
+        assert set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True)) == truth
+
+
+def test_identical_vectors_pair_at_threshold_one():
+    x = np.repeat(unit(np.arange(1, 33, dtype=np.float32))[None], 5, axis=0)
+    pairs, _ = similar_pairs(ArrayRows(x), 1.0)
+    assert len(pairs) == 10 and (pairs.score <= 1.0).all()

@@ -198,8 +198,8 @@ def _flat_pairs(
     """Exact block comparison of ``z`` with itself; pairs ``i < j`` scoring >= threshold.
 
     Each row keeps its ``max_per_row`` best later rows; rows with more passing neighbours
-    than that, when few (a group larger than ``max_per_row``), are compared again with
-    every row and keep up to ``max_k``."""
+    than that (a group larger than ``max_per_row``) are compared again with every row and
+    keep up to ``max_k``."""
     n = len(z)
     found_i, found_j = [], []
     counts = np.zeros(n, dtype=np.int64)
@@ -215,8 +215,10 @@ def _flat_pairs(
         rr, cc, _ = _best_per_row(rr, cc, scores[rr, cc], max_per_row)
         found_i.append(rr.astype(np.int64) + start)
         found_j.append(cc.astype(np.int64) + start)
+    # Rows with more passing neighbours than the cap: compared again with every row (at
+    # most flat_limit x n bounds), so a group larger than the cap is found whole here.
     full = np.flatnonzero(counts > max_per_row)
-    if max_k > max_per_row and 0 < len(full) <= max(100, n // 100):
+    if max_k > max_per_row and len(full):
         for start in range(0, len(full), _FLAT_BLOCK):
             part = full[start : start + _FLAT_BLOCK]
             scores = z[part] @ z.T
@@ -243,7 +245,7 @@ class _Cells:
         n, d = z.shape
         # Cost per row: nlist centroids to route + nprobe * n / nlist rows to compare,
         # balanced at nlist = sqrt(nprobe * n).
-        nlist = max(16, min(int(math.sqrt(max(1, nprobe) * n)), n // 40))
+        nlist = min(n, max(16, min(int(math.sqrt(max(1, nprobe) * n)), n // 40)))
         self.nprobe = nprobe = max(1, min(nprobe, nlist))
         train = np.ascontiguousarray(z[_sample_positions(n, min(n, 16 * nlist), seed)])
         # Coarse cells only route the search; a few k-means rounds are enough.
@@ -366,7 +368,7 @@ def recheck(
             for s in range(0, len(ci), _DOT_PAIRS):
                 sl = slice(s, s + _DOT_PAIRS)
                 score[sl] = np.einsum("ij,ij->i", a_rows[ai[sl]], b_rows[bj[sl]])
-            keep = score >= threshold
+            keep = score >= threshold - 1e-6  # float32: identical vectors at t = 1.0
             out_i.append(ci[keep])
             out_j.append(cj[keep])
             out_s.append(np.minimum(score[keep], 1.0))
@@ -398,9 +400,10 @@ def similar_pairs(
         flat_limit: up to this many rows the bound vectors are compared exactly.
         full_below: up to this many rows the full vectors are compared (no projection).
         k: candidates per row: the ``k`` best bounds that pass (exact and IVF search).
-        max_k: neighbours searched again for rows whose ``k`` all passed, when
-            such rows are few (at most 1%); beyond, a row's pairs are cut (a group larger
-            than ``k`` or ``max_k`` is then found only partly).
+        max_k: neighbours searched again for rows whose ``k`` all passed: always up to
+            ``flat_limit`` rows; above it only when such rows are few (at most 1%), else a
+            row's pairs are cut (a group larger than ``k``, or than ``max_k`` anywhere, is
+            then found only partly).
         nprobe: k-means cells visited per row (above ``flat_limit``).
         seed: sampling seed.
         transform: a centring learned beforehand (overrides ``center``).
