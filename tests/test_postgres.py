@@ -280,6 +280,31 @@ def test_privileges_needed_are_spelled_out(pg_url, pg_server):
         admin.execute("DROP ROLE lookalike_plain")
 
 
+def test_a_user_with_select_only_can_read_an_index(pg_url):
+    import psycopg
+
+    x = clustered(50, 16)
+    with Index.open(pg_url) as idx:
+        idx.add_embeddings([f"/p/{i}.jpg" for i in range(50)], x)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS lookalike_reader")
+        admin.execute("CREATE ROLE lookalike_reader LOGIN")
+        admin.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO lookalike_reader")
+    reader = pg_url.replace("postgres:@", "lookalike_reader:@", 1)
+    try:
+        with Index.open(reader, create=False) as idx:  # nothing to create or write
+            assert idx.info()["images"] == 50
+            hits = idx.search_vector(x[7], k=3)
+            assert hits[0].path == "/p/7.jpg"
+        # Writing is refused by the server, cleanly.
+        with pytest.raises(StoreError), Index.open(reader) as idx:
+            idx.add_embeddings(["/p/new.jpg"], x[:1])
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("DROP OWNED BY lookalike_reader CASCADE")
+            admin.execute("DROP ROLE lookalike_reader")
+
+
 def test_duplicates_are_the_same_from_sqlite_and_postgres(tmp_path, pg_url):
     rng = np.random.default_rng(3)
     base = clustered(30, seed=3)

@@ -30,11 +30,33 @@ def create_schema(db: Any, location: str, warnings: list[str]) -> None:
             not create it (the caller says what to run).
     """
     db.execute("SELECT pg_advisory_xact_lock(%s)", (q.ADVISORY_LOCK,))
-    sql = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-    found = db.execute(sql).fetchone()
-    if found is None:
+    if db.execute(_EXTENSION).fetchone() is None:
         db.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        found = db.execute(sql).fetchone()
+    _check_pgvector(db, location, warnings)
+    if not db.execute("SELECT to_regclass('lookalike_images') IS NOT NULL").fetchone()[0]:
+        db.execute(q.SCHEMA)
+    db.execute(q.SHAPE_CHECK)
+    db.execute(
+        "INSERT INTO lookalike_meta(key, value) VALUES ('schema_version', %s), "
+        "('generation', '0'), ('generation_id', %s) ON CONFLICT (key) DO NOTHING",
+        (str(q.SCHEMA_VERSION), uuid.uuid4().hex),
+    )
+
+
+def check_schema(db: Any, location: str, warnings: list[str]) -> None:
+    """For read-only use of an existing index: what :func:`create_schema` checks, with
+    nothing created or written (a user with SELECT alone can search)."""
+    _check_pgvector(db, location, warnings)
+    db.execute(q.SHAPE_CHECK)
+
+
+_EXTENSION = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+
+
+def _check_pgvector(db: Any, location: str, warnings: list[str]) -> None:
+    found = db.execute(_EXTENSION).fetchone()
+    if found is None:
+        raise StoreError(f"{location} has no pgvector extension: run `CREATE EXTENSION vector;`")
     version = _version(found[0])
     if version < _MIN_PGVECTOR:
         raise StoreError(
@@ -46,11 +68,3 @@ def create_schema(db: Any, location: str, warnings: list[str]) -> None:
             f"{location} has pgvector {found[0]}: folder-filtered searches may return "
             "fewer than k results (0.8 adds iterative scans)"
         )
-    if not db.execute("SELECT to_regclass('lookalike_images') IS NOT NULL").fetchone()[0]:
-        db.execute(q.SCHEMA)
-    db.execute(q.SHAPE_CHECK)
-    db.execute(
-        "INSERT INTO lookalike_meta(key, value) VALUES ('schema_version', %s), "
-        "('generation', '0'), ('generation_id', %s) ON CONFLICT (key) DO NOTHING",
-        (str(q.SCHEMA_VERSION), uuid.uuid4().hex),
-    )

@@ -31,7 +31,7 @@ from ..errors import (
     StoreWriteError,
 )
 from . import _pg_sql as q
-from ._pg_schema import create_schema
+from ._pg_schema import check_schema, create_schema
 from ._pg_search import SearchMixin
 from ._pg_url import mask_url, scrub
 from .base import FailureRow, FileRow, WriteBatch, WriteResult, folder_prefix
@@ -88,7 +88,7 @@ class PostgresStore(SearchMixin):
         try:
             if not create:
                 self._require_tables()
-            self._init_schema()
+            self._init_schema(create)
         except BaseException:
             self.close()
             raise
@@ -136,12 +136,14 @@ class PostgresStore(SearchMixin):
             self._connect()
         return self._db
 
-    def _init_schema(self) -> None:
+    def _init_schema(self, create: bool = True) -> None:
         psycopg = self._psycopg
         db = self._conn()
         try:
             with db.transaction():
-                create_schema(db, self.location, self.warnings)
+                # Read-only use writes nothing: a user with SELECT alone can search.
+                setup = create_schema if create else check_schema
+                setup(db, self.location, self.warnings)
         except psycopg.errors.InsufficientPrivilege as e:
             raise StoreError(
                 self._error("not allowed to set up", e)
