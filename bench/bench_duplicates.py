@@ -310,7 +310,6 @@ def scale(args: argparse.Namespace) -> dict:
                 pairs += planted
         out["insert_seconds"] = round(time.perf_counter() - t0, 1)
         truth_file.write_text(json.dumps(pairs))
-    pairs = json.loads(truth_file.read_text())
     code = (
         "import json, resource, sys, time; from lookalike import Index\n"
         "t = time.perf_counter()\n"
@@ -323,29 +322,7 @@ def scale(args: argparse.Namespace) -> dict:
         " 'cpu_seconds': sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),"
         " 'groups': [[m.path for m in g.members] for g in r.groups]}))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if p.returncode:
-        raise SystemExit(p.stderr)
-    res = json.loads(p.stdout)
-    index_of = {f"/synthetic/{i:07d}.jpg": i for i in range(args.n)}
-    found = {
-        frozenset(index_of[x] for x in pr_)
-        for g in res.pop("groups")
-        for pr_ in itertools.combinations(g, 2)
-    }
-    truth = {frozenset(p) for p in pairs}
-    tp = len(found & truth)
-    out.update(res)
-    out.update(
-        planted_pairs=len(truth),
-        pairs_found=len(found),
-        recall=round(tp / len(truth), 4),
-        precision=round(tp / len(found), 4) if found else 1.0,
-        seconds=round(res["seconds"], 1),
-        cpu_seconds=round(res["cpu_seconds"], 1),
-        peak_rss_mb=round(res["peak_rss_mb"]),
-    )
-    return out
+    return _child(code, truth_file, args, out)
 
 
 # --------------------------------------------------------------------------- small
