@@ -72,6 +72,35 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
+def _flock(directory: Path, name: str, slot: str) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``directory/name``, re-entrant within one thread (depth
+    kept per directory in ``_held.<slot>``): yields True to the outermost hold, which took
+    the lock, and False to the holds nested in it."""
+    key = str(Path(directory).resolve())
+    depth: dict[str, int] = getattr(_held, slot, None) or {}
+    setattr(_held, slot, depth)
+    if depth.get(key, 0):
+        depth[key] += 1
+        try:
+            yield False
+        finally:
+            depth[key] -= 1
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(directory) / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        depth[key] = 1
+        try:
+            yield True
+        finally:
+            depth[key] = 0
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
 def directory_lock(directory: Path) -> Iterator[None]:
     """Hold the writer lock of a cache directory (re-entrant within one thread).
 
@@ -80,28 +109,8 @@ def directory_lock(directory: Path) -> Iterator[None]:
     key = str(Path(directory).resolve())
     with _registry_guard:
         rlock = _locks.setdefault(key, threading.RLock())
-    with rlock:
-        depth: dict[str, int] = getattr(_held, "depth", None) or {}
-        _held.depth = depth
-        if depth.get(key, 0):
-            depth[key] += 1
-            try:
-                yield
-            finally:
-                depth[key] -= 1
-            return
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        fd = os.open(Path(directory) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            depth[key] = 1
-            try:
-                yield
-            finally:
-                depth[key] = 0
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
+    with rlock, _flock(directory, LOCK_NAME, "depth"):
+        yield
 
 
 @contextlib.contextmanager
@@ -115,31 +124,17 @@ def commit_marker(directory: Path) -> Iterator[None]:
     take turns here, which also keeps each one's incremental append applicable.
     """
     key = str(Path(directory).resolve())
-    depth: dict[str, int] = getattr(_held, "commits", None) or {}
-    _held.commits = depth
-    if depth.get(key, 0):
-        depth[key] += 1
-        try:
+    with _flock(directory, COMMIT_NAME, "commits") as outermost:
+        if not outermost:
             yield
-        finally:
-            depth[key] -= 1
-        return
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(directory) / COMMIT_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        depth[key] = 1
+            return
         with _registry_guard:
             _commits[key] = _commits.get(key, 0) + 1
         try:
             yield
         finally:
-            depth[key] = 0
             with _registry_guard:
                 _commits[key] -= 1
-    finally:
-        os.close(fd)
 
 
 def commit_in_flight(directory: Path) -> bool:
