@@ -92,6 +92,27 @@ def test_existing_copies_are_not_counted_as_distinct_images():
     assert t <= 0.76 and recall >= 0.99
 
 
+def test_the_margin_is_counted_on_copies_two_edits_apart_too():
+    # No distinct image anywhere near: the lowest threshold reaching the target is the
+    # weakest edited copy's score (0.5, one copy of one sample). The other edited copies
+    # score 0.9-1.0, so raising the threshold to ~0.9 would cost them under a point of
+    # recall; copies two edits apart spread over 0.5-0.95 and lose a point within a few
+    # thousandths of the start: the margin stops there.
+    rng = np.random.default_rng(4)
+    samples = []
+    for k in range(60):
+        pos = rng.uniform(0.9, 1.0, 7)
+        if k == 0:
+            pos[0] = 0.5
+        samples.append(sample(pos, rng.uniform(0.0, 0.3, 20), rng.uniform(0.5, 0.95, 21)))
+    t, precision, _ = choose_threshold(samples, 0.95)
+    copies = [np.r_[list(s.positives.values()), s.siblings] for s in samples]
+    reach = lambda g: np.mean([np.mean(c >= g) for c in copies])  # noqa: E731
+    assert precision == 1.0 and 0.5 <= t < 0.6
+    assert reach(t) >= reach(0.5) - 0.01 - 1e-9
+    assert reach(t + 0.001) < reach(0.5) - 0.01 or t == 0.5
+
+
 def test_a_collection_full_of_copies_gets_the_lower_threshold_its_copies_allow():
     # As above: half the samples meet distinct images up to 0.84, just below their copies.
     # When every sample also has 6 existing copies in the collection (3 copy pairs per
