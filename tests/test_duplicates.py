@@ -11,7 +11,8 @@ import pytest
 
 from lookalike import ConfigError, DuplicateGroup, Index
 from lookalike.duplicates import DuplicateMember, parse_keep
-from lookalike.duplicates.candidates import similar_pairs
+from lookalike.duplicates.candidates import Pairs, similar_pairs
+from lookalike.duplicates.grouping import build_groups
 from lookalike.duplicates.keep import FileFacts, rank_key
 from lookalike.duplicates.rows import ArrayRows
 from lookalike.store import SQLiteStore, WriteBatch
@@ -308,3 +309,21 @@ def test_identical_vectors_pair_at_threshold_one():
     x = np.repeat(unit(np.arange(1, 33, dtype=np.float32))[None], 5, axis=0)
     pairs, _ = similar_pairs(ArrayRows(x), 1.0)
     assert len(pairs) == 10 and (pairs.score <= 1.0).all()
+
+
+def test_group_centres_are_chosen_by_copies_still_ungrouped():
+    # H (0) has 5 copies: x1-x4 (1-4) and C (5). C's other copies are x1-x3 and D (6); D's
+    # are C, e1, e2 (7, 8). Once H has taken its copies, C has one copy left (D) and D has
+    # three (C, e1, e2): D's group comes next and e1, e2 are grouped too. Ranked by their
+    # copies before any group was made, C would go first, take D and leave e1, e2 alone.
+    edges = [(0, 1), (0, 2), (0, 3), (0, 4), (0, 9), (1, 5), (2, 5), (3, 5), (5, 6)]
+    edges += [(6, 7), (6, 8), (9, 10)]
+    i = np.array([a for a, b in edges], np.int64)
+    j = np.array([b for a, b in edges], np.int64)
+    pairs = Pairs(i, j, np.full(len(edges), 0.95, np.float32))
+    vecs = np.ones((11, 4), np.float32) / 2
+    groups = build_groups(11, pairs, [], rank=lambda p: p, vectors=lambda pos: vecs[pos])
+    members = sorted(sorted(g.members) for g in groups)
+    assert [0, 1, 2, 3, 4, 9] in members
+    assert [5, 6, 7, 8] in members
+    assert all(g.members[0] in (0, 6) for g in groups if len(g.members) > 1)
