@@ -129,11 +129,12 @@ def test_groups_never_chain(tmp_path):
     assert sum(len(g.members) for g in groups) == len({m.path for g in groups for m in g.members})
 
 
-def test_copies_of_one_photo_stay_together_when_the_rules_favourite_is_a_harsh_copy(tmp_path):
-    # The photo h has four copies; r (first by path, the rule's favourite) is a harsh one
-    # that only h is similar to. Built around r, the group would take h alone and leave
-    # the three others in a second group; built around h, all five stay together and the
-    # file kept is the rule's favourite among those every member is a copy of (h here).
+def test_the_rules_favourite_is_never_a_member_it_is_not_kept_in(tmp_path):
+    # (#18, case 6) The photo h has four copies; r (first by path, the rule's favourite)
+    # is a harsh one that only h is similar to. A group keeps the rule's favourite among
+    # all its members: r may not sit in h's group with h kept, and built around r it
+    # would take h alone and split the copies. So h keeps its four copies and r, which
+    # outranks h, stays out (#9 kept h in a group holding r).
     e = np.eye(8, dtype=np.float32)
     h = e[0]
     r = unit(e[0] + 0.45 * e[1])
@@ -143,7 +144,7 @@ def test_copies_of_one_photo_stay_together_when_the_rules_favourite_is_a_harsh_c
     paths = fill(tmp_path / "i.db", x)
     with Index.open(tmp_path / "i.db") as idx:
         (g,) = idx.duplicates(threshold=0.9, keep="path", calibrate=False)
-    assert {m.path for m in g.members} == set(paths)
+    assert {m.path for m in g.members} == set(paths[1:])
     assert g.keep == paths[1]
     # When the favourite is a copy of every member, it is kept.
     y = np.stack([h, *copies])  # h is now first by path and the centre
@@ -312,18 +313,16 @@ def test_identical_vectors_pair_at_threshold_one():
 
 
 def test_group_centres_are_chosen_by_copies_still_ungrouped():
-    # H (0) has 5 copies: x1-x4 (1-4) and C (5). C's other copies are x1-x3 and D (6); D's
-    # are C, e1, e2 (7, 8). Once H has taken its copies, C has one copy left (D) and D has
-    # three (C, e1, e2): D's group comes next and e1, e2 are grouped too. Ranked by their
-    # copies before any group was made, C would go first, take D and leave e1, e2 alone.
-    edges = [(0, 1), (0, 2), (0, 3), (0, 4), (0, 9), (1, 5), (2, 5), (3, 5), (5, 6)]
-    edges += [(6, 7), (6, 8), (9, 10)]
+    # Positions rank by number (0 is the keep rule's favourite). A node takes only copies
+    # it outranks. 0 takes 1-4. 5 outranked 1, 2, 3 and 8 (four, like 0) but has only 8
+    # left; 7 has 8 and 9 left, so 7 goes next and keeps both. Ranked by the counts
+    # before any group was made, 5 would go first, take 8 and leave 7 with 9 alone.
+    edges = [(0, 1), (0, 2), (0, 3), (0, 4), (5, 1), (5, 2), (5, 3), (5, 8), (7, 8), (7, 9)]
     i = np.array([a for a, b in edges], np.int64)
     j = np.array([b for a, b in edges], np.int64)
     pairs = Pairs(i, j, np.full(len(edges), 0.95, np.float32))
-    vecs = np.ones((11, 4), np.float32) / 2
-    groups = build_groups(11, pairs, [], rank=lambda p: p, vectors=lambda pos: vecs[pos])
+    vecs = np.ones((10, 4), np.float32) / 2
+    groups = build_groups(10, pairs, [], rank=lambda p: p, vectors=lambda pos: vecs[pos])
     members = sorted(sorted(g.members) for g in groups)
-    assert [0, 1, 2, 3, 4, 9] in members
-    assert [5, 6, 7, 8] in members
-    assert all(g.members[0] in (0, 6) for g in groups if len(g.members) > 1)
+    assert members == [[0, 1, 2, 3, 4], [7, 8, 9]]
+    assert all(g.members[0] == min(g.members) for g in groups)  # the favourite is kept

@@ -70,27 +70,31 @@ def test_groups_and_keep_rule_on_real_files(library):
 
 
 def test_move_writes_manifest_first_moves_and_updates_index(library, tmp_path, monkeypatch):
-    db, root, files = library
+    db, _root, files = library
     dest = tmp_path / "dups"
     import lookalike.duplicates.move as move_mod
 
-    real_move = move_mod._move_file
-    seen_manifest_before_first_move = []
+    real_transfer = move_mod.transfer
+    seen_before_first_move = []
 
-    def spy(src: str, dst: str) -> None:
-        seen_manifest_before_first_move.append(any(dest.glob("lookalike-undo-*.json")))
-        real_move(src, dst)
+    def spy(src, dst, *args):
+        journal = next(dest.glob("lookalike-undo-*.journal"))
+        planned = journal.read_text().count('"kind":"plan"')
+        seen_before_first_move.append((any(dest.glob("lookalike-undo-*.json")), planned))
+        real_transfer(src, dst, *args)
 
-    monkeypatch.setattr(move_mod, "_move_file", spy)
+    monkeypatch.setattr(move_mod, "transfer", spy)
     with Index.open(db) as idx:
         groups = idx.duplicates(threshold=0.95, calibrate=False)
         report = idx.move_duplicates(groups, dest)
-        assert seen_manifest_before_first_move and all(seen_manifest_before_first_move)
+        # The manifest and every planned move were on disk before the first move.
+        assert seen_before_first_move and seen_before_first_move[0] == (True, 3)
         assert len(report.moved) == 3 and not report.skipped
+        (run,) = [p for p in dest.iterdir() if p.is_dir()]
         for src, dst in report.moved:
             assert not os.path.exists(src) and os.path.exists(dst)
-            # Relative path below the indexed folder, under the folder's name.
-            assert dst == str(dest / "photos" / os.path.relpath(src, root))
+            # The whole source path below the run folder: targets never collide.
+            assert dst == str(run) + src
         assert os.path.exists(files["big"]) and os.path.exists(files["sea"])
         manifest = json.loads(Path(report.manifest).read_text())
         assert manifest["complete"] is True
@@ -101,8 +105,11 @@ def test_move_writes_manifest_first_moves_and_updates_index(library, tmp_path, m
         # Undo puts everything back and the index follows.
         back = idx.undo_duplicate_moves(report.manifest)
         assert len(back.moved) == 3
+        assert idx.info()["images"] == 6
+        assert [len(g.members) for g in idx.duplicates(threshold=0.95, calibrate=False)] == [3, 2]
     for path in files.values():
         assert os.path.exists(path)
+    assert not run.exists()  # the run's folders, empty again, are gone
 
 
 def test_dry_run_changes_nothing(library, tmp_path):
@@ -144,31 +151,59 @@ def test_a_missing_kept_file_leaves_its_group_alone(library, tmp_path):
     assert os.path.exists(files["small"]) and os.path.exists(files["tiny"])
 
 
-def test_never_overwrites(library, tmp_path):
+def test_never_overwrites(library, tmp_path, monkeypatch):
+    # A file appears at every target after the plan is written, before the first move.
     db, _root, files = library
     dest = tmp_path / "dups"
-    target = dest / "photos" / "tiny.jpg"
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"precious")
+    import lookalike.duplicates.transfer as transfer_mod
+
+    def squat(name):
+        if name == "manifest":
+            manifest = json.loads(next(dest.glob("lookalike-undo-*.json")).read_text())
+            for m in manifest["moves"]:
+                os.makedirs(os.path.dirname(m["to"]), exist_ok=True)
+                Path(m["to"]).write_bytes(b"precious")
+
+    monkeypatch.setattr(transfer_mod, "STEP_HOOK", squat)
     with Index.open(db) as idx:
         groups = idx.duplicates(threshold=0.95, calibrate=False)
-        dry = idx.move_duplicates(groups, dest, dry_run=True)
-        assert {p.reason for p in dry.skipped} == {"exists"}
         report = idx.move_duplicates(groups, dest)
-    assert target.read_bytes() == b"precious"
-    assert [(p.path, p.reason) for p in report.skipped] == [(files["tiny"], "exists")]
-    assert os.path.exists(files["tiny"])
-    assert len(report.moved) == 2
+        assert not report.moved and {p.reason for p in report.skipped} == {"exists"}
+        targets = [p.detail for p in report.skipped]
+        assert len(targets) == 3
+        assert all(Path(t).read_bytes() == b"precious" for t in targets)
+        assert all(os.path.exists(f) for f in files.values())
+        assert idx.info()["images"] == 6
+        monkeypatch.setattr(transfer_mod, "STEP_HOOK", None)
+        # Undo never overwrites either: a new file at a source stays, the moved one waits.
+        report = idx.move_duplicates(groups, dest)
+        assert len(report.moved) == 3
+        Path(files["tiny"]).write_bytes(b"new file")
+        back = idx.undo_duplicate_moves(report.manifest)
+    assert Path(files["tiny"]).read_bytes() == b"new file"
+    assert [(p.reason, p.detail) for p in back.skipped] == [("exists", files["tiny"])]
+    assert len(back.moved) == 2
 
 
-def test_move_inside_an_indexed_folder_keeps_the_vector(library):
-    db, root, _files = library
+def test_a_destination_inside_an_indexed_folder_is_refused(library, tmp_path):
+    # (#18, case 7) Files moved inside an indexed folder are indexed and moved again;
+    # a destination holding an indexed folder is refused too, and so is one reached
+    # through a link into an indexed folder.
+    from lookalike import DestinationError
+
+    db, root, files = library
+    link = tmp_path / "link_into_photos"
+    link.symlink_to(root / "more")
     with Index.open(db) as idx:
         groups = idx.duplicates(threshold=0.95, calibrate=False)
-        report = idx.move_duplicates(groups[1:], root / "_dups")
-        ((src, dst),) = report.moved
-        assert idx.image_ids([dst]) and not idx.image_ids([src])
+        for dest in (root / "dups", root, tmp_path, link / "dups", link):
+            with pytest.raises(DestinationError):
+                idx.move_duplicates(groups, dest)
+            with pytest.raises(DestinationError):
+                idx.move_duplicates(groups, dest, dry_run=True)
         assert idx.info()["images"] == 6
+    assert all(os.path.exists(f) for f in files.values())
+    assert not (root / "dups").exists()
 
 
 def test_json_csv_html_shapes(library):

@@ -9,6 +9,7 @@ Example:
 
 from .errors import (
     ConfigError,
+    DestinationError,
     EngineError,
     IndexBusyError,
     IndexCorruptError,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "ConfigError",
+    "DestinationError",
     "DuplicateGroup",
     "DuplicateMember",
     "EmbedderOptions",

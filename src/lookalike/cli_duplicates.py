@@ -18,6 +18,16 @@ _KEEP_HELP = (
 )
 
 
+def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
+    """A destination inside (or holding) an indexed folder is a usage error (exit 2)."""
+    from .errors import DestinationError
+
+    try:
+        return move(*args, **kwargs)
+    except DestinationError as e:
+        raise click.UsageError(str(e)) from None
+
+
 @click.command("duplicates")
 @click.argument("folders", nargs=-1, type=click.Path())
 @_db_option
@@ -40,8 +50,9 @@ _KEEP_HELP = (
     "--move-to",
     type=click.Path(file_okay=False),
     metavar="DIR",
-    help="Move every non-kept file below DIR (relative paths kept, nothing overwritten or "
-    "deleted; an undo manifest is written there first).",
+    help="Move every non-kept file below DIR/<run>/, under its whole path (nothing "
+    "overwritten or deleted; an undo journal is written there first). DIR must be outside "
+    "every indexed folder.",
 )
 @click.option("--dry-run", is_flag=True, help="With --move-to: only show what would move.")
 @click.option(
@@ -62,7 +73,7 @@ _KEEP_HELP = (
     "undo_manifest",
     type=click.Path(dir_okay=False, exists=True),
     metavar="MANIFEST",
-    help="Move the files an undo manifest lists back where they were.",
+    help="Move the files of a --move-to run back where they were (after a crash too).",
 )
 @_model_options
 @_guard
@@ -110,6 +121,8 @@ def command(
                     f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
                     err=True,
                 )
+        if move_to:
+            _usage_if_unsafe(idx.move_duplicates, [], move_to, dry_run=True)  # before the search
         if recalibrate:
             cal = idx.calibrate_duplicates(target_precision)
             out(f"calibrated: {cal.sentence()}")
@@ -125,5 +138,5 @@ def command(
         else:
             click.echo("\n".join(report_lines(found)))
         if move_to:
-            moved = idx.move_duplicates(found.groups, move_to, dry_run=dry_run)
+            moved = _usage_if_unsafe(idx.move_duplicates, found.groups, move_to, dry_run=dry_run)
             out("\n".join(move_lines(moved)))

@@ -5,6 +5,7 @@ its message as one line; anything else is a bug and may show a traceback.
 
     LookalikeError
     ├── ConfigError                 a bad option value (unknown pooling, k < 1, ...)
+    │   └── DestinationError        a folder to move duplicates into overlaps an indexed one
     ├── SourceUnavailableError      a folder to index is missing, unmounted or unreadable
     ├── NothingIndexedError         every candidate file failed: not an empty success
     ├── QueryError                  the query image cannot be read or decoded
@@ -32,6 +33,11 @@ class LookalikeError(Exception):
 
 class ConfigError(LookalikeError):
     """An option has a value lookalike cannot use."""
+
+
+class DestinationError(ConfigError):
+    """A folder to move duplicates into is inside an indexed folder (its files would be
+    indexed and moved again) or holds one. Adapters answer it as a usage error."""
 
 
 class SourceUnavailableError(LookalikeError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
@@ -92,26 +93,37 @@ class DuplicatesMixin:
         destination: str | os.PathLike[str],
         *,
         dry_run: bool = False,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> MoveReport:
         """Move every non-kept member of ``groups`` below ``destination``; delete nothing.
 
-        Paths stay relative to their indexed folder; an existing target is never
-        replaced; an undo manifest is written in ``destination`` before the first move;
-        a file that vanished or changed since listing is reported in ``skipped``. The
-        index follows: moved images keep their vectors when the target is inside an
-        indexed folder and are forgotten otherwise. ``dry_run`` changes nothing.
+        Each file goes to ``destination/<run>/<its whole path>`` (targets never collide)
+        and nothing is ever replaced. The run's journal (``lookalike-undo-*.journal``,
+        read through the manifest ``lookalike-undo-*.json``) records every planned move
+        before the first one and each step as it completes; every member is checked just
+        before it moves (a regular file, the one listed, not the kept file under another
+        name); the index forgets each file as it moves. ``dry_run`` changes nothing;
+        ``lock`` is held around each index access (a server's lock).
+
+        Raises:
+            DestinationError: ``destination`` is inside an indexed folder or holds one.
         """
         from .duplicates.api import move_duplicates
 
-        return move_duplicates(self, groups, destination, dry_run)
+        return move_duplicates(self, groups, destination, dry_run, lock)
 
     def undo_duplicate_moves(
-        self, manifest: str | os.PathLike[str], *, dry_run: bool = False
+        self,
+        manifest: str | os.PathLike[str],
+        *,
+        dry_run: bool = False,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> MoveReport:
-        """Move the files an undo manifest lists back (never overwriting)."""
+        """Move the files of a move run back to their exact sources, after any crash,
+        never over an existing file; the index gets their rows back."""
         from .duplicates.api import undo_move
 
-        return undo_move(self, manifest, dry_run)
+        return undo_move(self, manifest, dry_run, lock)
 
     def apply_moves(self, moved: Sequence[tuple[str, str]]) -> None:
         """Tell the index that files moved, as ``(from, to)`` paths: an image moved inside

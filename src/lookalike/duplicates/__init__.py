@@ -6,7 +6,8 @@
   (:mod:`~lookalike.duplicates.keep`).
 * :mod:`~lookalike.duplicates.calibrate` - the threshold, chosen on edited copies of
   the index's own images.
-* :func:`move_groups` / :func:`undo_moves` - move copies away, with an undo manifest.
+* :func:`move_groups` / :func:`undo_moves` - move copies away as journaled transactions
+  (:mod:`~lookalike.duplicates.journal`), and back after anything, a crash included.
 * :mod:`~lookalike.duplicates.report` - CSV, HTML review page and text views.
 
 Example:
@@ -21,7 +22,7 @@ from .calibrate import DEFAULT_THRESHOLD, choose_threshold
 from .edits import EDITS
 from .find import find_duplicates
 from .keep import DEFAULT_KEEP, KEEP_OPTIONS, parse_keep
-from .move import move_groups, undo_moves
+from .move import move_groups
 from .types import (
     Calibration,
     DuplicateGroup,
@@ -30,6 +31,7 @@ from .types import (
     MoveProblem,
     MoveReport,
 )
+from .undo import undo_moves
 
 __all__ = [
     "DEFAULT_KEEP",

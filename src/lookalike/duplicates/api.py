@@ -4,21 +4,27 @@ from thin entry points; they use its store, cache folder and embedder."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, LookalikeError
 from ..paths import path_forms, resolved
 from ..store import WriteBatch
 from ..store.base import folder_prefix
 from .calibrate import DEFAULT_THRESHOLD, META_KEY, calibrate, setup_key
 from .find import find_duplicates, identical_sets
+from .journal import decode_path, decode_vector, encode_path, encode_row, readable
 from .keep import DEFAULT_KEEP
-from .move import move_groups, undo_moves
+from .move import move_groups
 from .types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
+from .undo import undo_moves
 
 
 def _path_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -53,7 +59,6 @@ def calibrate_index(
     idx: Any, target_precision: float = 0.95, sample: int = 60, seed: int = 0
 ) -> Calibration:
     """Calibrate on the index's images, record the result in the index, return it."""
-    from ..errors import ConfigError
     from ..vectors import VectorCache
 
     if idx._cache_dir is None:
@@ -117,7 +122,8 @@ def duplicate_report(
     if threshold is None:
         # Calibration searches the local vector cache; a server store (PostgreSQL) has
         # none yet, so it uses the recorded or default threshold there.
-        can = idx.setup is not None and not idx._store.is_empty() and idx._cache_dir is not None
+        # Fewer than two images have no copies to find: nothing to calibrate either.
+        can = idx.setup is not None and idx._cache_dir is not None and idx._store.count() > 1
         if cal is None and can and calibrate in ("auto", True):
             cal = calibrate_index(idx)
         source = "calibrated" if cal is not None else "default"
@@ -156,23 +162,99 @@ def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
         idx._commit(batch)
 
 
+class _IndexLink:
+    """The mover's view of an index (see :class:`~lookalike.duplicates.move.IndexLink`):
+    every store access under ``lock`` (the web server's library lock), nothing else."""
+
+    def __init__(self, idx: Any, lock: AbstractContextManager[Any] | None) -> None:
+        self.idx = idx
+        self.lock = lock if lock is not None else contextlib.nullcontext()
+        self.setup = hashlib.sha256((idx._store.get_meta("setup") or "").encode()).hexdigest()
+
+    def row(self, path: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = _lookup(self.idx._store, path)
+        if found is None:
+            return None
+        r, vector = found
+        row = encode_row(r.size, r.mtime_ns, r.hash, vector)
+        row.update(path=encode_path(os.fsdecode(r.path)), setup=self.setup[:16])
+        return row
+
+    def forget(self, path: str) -> None:
+        with self.lock:
+            found = _lookup(self.idx._store, path)
+            if found is not None:
+                self.idx._commit(WriteBatch(deletes=[found[0].id]))
+
+    def restore(self, path: str, row: dict[str, Any]) -> None:
+        if row.get("setup") != self.setup[:16]:
+            return  # the index holds another model's vectors now: `lookalike index` re-embeds
+        stored = os.fsencode(decode_path(row["path"])) if row.get("path") else _path_bytes(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        with self.lock:
+            found = self.idx._store.lookup(stored)
+            if found is not None and (found[0].size, found[0].mtime_ns, found[0].hash) == (
+                st.st_size,
+                st.st_mtime_ns,
+                row.get("hash"),
+            ):
+                return  # never forgotten (the crash came before) or restored already
+            vec = decode_vector(row)
+            upsert = (stored, st.st_size, st.st_mtime_ns, row.get("hash"), vec)
+            self.idx._commit(WriteBatch(upserts=[upsert]))
+
+
+def _locked(lock: AbstractContextManager[Any] | None, fn: Any, *args: Any) -> Any:
+    with lock if lock is not None else contextlib.nullcontext():
+        return fn(*args)
+
+
+def _roots(idx: Any, lock: AbstractContextManager[Any] | None) -> list[str]:
+    return [os.fsdecode(f) for f in _locked(lock, idx._store.folders)]
+
+
 def move_duplicates(
     idx: Any,
     groups: Sequence[DuplicateGroup],
     destination: str | os.PathLike[str],
     dry_run: bool = False,
+    lock: AbstractContextManager[Any] | None = None,
 ) -> MoveReport:
-    """See :meth:`lookalike.Index.move_duplicates`."""
-    roots = [os.fsdecode(f) for f in idx._store.folders()]
-    return move_groups(
-        groups,
-        destination,
-        roots=roots,
-        dry_run=dry_run,
-        on_moved=lambda moved: record_moves(idx, moved),
-    )
+    """See :meth:`lookalike.Index.move_duplicates`.
+
+    ``lock`` is held around each index access only (never while files are read), so a
+    server's other requests go on while files move.
+    """
+    roots = _roots(idx, lock)
+    try:
+        return move_groups(
+            groups, destination, roots=roots, dry_run=dry_run, index=_IndexLink(idx, lock)
+        )
+    except LookalikeError:
+        raise
+    except OSError as e:  # the destination or its journal cannot be written
+        raise ConfigError(
+            f"cannot move into {readable(os.fspath(destination))}: {e.strerror or e}"
+        ) from None
 
 
-def undo_move(idx: Any, manifest: str | os.PathLike[str], dry_run: bool = False) -> MoveReport:
+def undo_move(
+    idx: Any,
+    manifest: str | os.PathLike[str],
+    dry_run: bool = False,
+    lock: AbstractContextManager[Any] | None = None,
+) -> MoveReport:
     """See :meth:`lookalike.Index.undo_duplicate_moves`."""
-    return undo_moves(manifest, dry_run=dry_run, on_moved=lambda moved: record_moves(idx, moved))
+    try:
+        return undo_moves(
+            manifest,
+            dry_run=dry_run,
+            index=_IndexLink(idx, lock),
+            on_moved=lambda moved: _locked(lock, record_moves, idx, moved),  # old manifests
+        )
+    except ValueError as e:  # not a manifest or journal
+        raise ConfigError(str(e)) from None

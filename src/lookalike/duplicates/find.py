@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .candidates import Pairs, Transform, fit_transform, similar_pairs
-from .grouping import RawGroup, build_groups, sort_groups
+from .grouping import RawGroup, build_groups, one_name_per_file, sort_groups
 from .keep import DEFAULT_KEEP, FileFacts, file_facts, parse_keep, rank_key
 from .rows import ArrayRows, CacheRows, Rows
 from .types import DuplicateGroup, DuplicateMember, DuplicateReport
@@ -20,6 +20,8 @@ from .types import DuplicateGroup, DuplicateMember, DuplicateReport
 
 def identical_sets(store: Any, ids: np.ndarray) -> list[np.ndarray]:
     """Image ids grouped by content hash, sets of two or more, among ``ids`` (sorted)."""
+    if len(ids) == 0:  # nothing to look at (an empty folder): no set either
+        return []
     fetch = getattr(store, "duplicate_hashes", None)
     if fetch is not None:
         pairs = fetch()  # [(id, hash)] of every hash held by two or more images
@@ -154,13 +156,14 @@ def _assemble(
             continue
         path = os.fsdecode(raw)
         by_pos[pos] = known.get(path) or file_facts(path)
+    key = rank_key(rule)
     gone = {p for p, f in by_pos.items() if not f.path}
+    gone |= one_name_per_file(by_pos, lambda pos: key(by_pos[pos]))  # one file, two paths
     if gone:
         keep = ~(np.isin(pairs.i, list(gone)) | np.isin(pairs.j, list(gone)))
         pairs = Pairs(pairs.i[keep], pairs.j[keep], pairs.score[keep])
         same = [s[~np.isin(s, list(gone))] for s in same]
         same = [s for s in same if len(s) > 1]
-    key = rank_key(rule)
     raw_groups = build_groups(
         source.rows.n,
         pairs,
@@ -184,6 +187,9 @@ def _group(g: RawGroup, facts: dict[int, FileFacts]) -> DuplicateGroup:
                 height=f.height,
                 mtime=f.mtime,
                 identical=same,
+                dev=f.dev,
+                ino=f.ino,
+                mtime_ns=f.mtime_ns,
             )
         )
     return DuplicateGroup(members[0].path, members, round(float(g.min_score), 6))

@@ -1,20 +1,24 @@
-"""Similar pairs -> groups that never chain, one group per file.
+"""Similar pairs -> groups that never chain, one group per file, the best file kept.
 
 Byte-identical files (same content hash) are first merged into one node: they always end
-up in the same group, whatever the threshold. Then, greedily, the node with the most
-copies not yet in a group (the keep rule breaks ties) becomes a group's centre and takes
-exactly those copies. The file kept is
-the one the keep rule prefers among the group's files that every other member is a copy
-of (the centre always is). So every member is at least ``threshold`` similar to the kept
-file itself (no A~B~C chains). Centring groups on the best-connected file keeps copies of
-one photo together: a rule's favourite that is a harsh edit (a rotated copy saved larger)
-would otherwise take only some of its copies and split the rest into a second group.
+up in the same group, whatever the threshold. Then each group is built around the file it
+keeps: a node may take only its copies that the keep rule ranks *below* it, so the kept
+file is the rule's favourite among all members, and every member is at least
+``threshold`` similar to the kept file itself (no A~B~C chains). Greedily, the node with
+the most such copies not yet in a group goes first (the keep rule breaks ties), which keeps
+the copies of one photo together: a rule's favourite that is a harsh edit (a rotated copy
+saved larger) takes the copies close to it, and the original, which it outranks, still
+gathers the others instead of losing them to a group where a worse copy would be kept.
+
+Two paths that are one file (same device and inode: a followed link, a bind mount, two
+casings on a case-insensitive disk) are not copies of each other: :func:`one_name_per_file`
+keeps one name per file before grouping.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +88,13 @@ def build_groups(
     best: dict[int, int] = {}
     for node in nodes:
         best[node] = min(node_files(node), key=rank)
-    # Greedy cover: the node with the most copies not yet in a group first (counts
-    # refreshed lazily as groups take nodes), the keep rule breaking ties.
     keys = {node: rank(best[node]) for node in nodes}
-    heap = [(-len(adj.get(node, ())), keys[node], node) for node in nodes]
+    # A node may take only the copies the keep rule ranks below it: its own favourite
+    # stays the favourite of the whole group.
+    below = {node: [w for w in adj.get(node, {}) if keys[w] > keys[node]] for node in nodes}
+    # Greedy cover: the node with the most such copies not yet in a group first (counts
+    # refreshed lazily as groups take nodes), the keep rule breaking ties.
+    heap = [(-len(below[node]), keys[node], node) for node in nodes]
     heapq.heapify(heap)
     assigned: set[int] = set()
     groups: list[RawGroup] = []
@@ -95,7 +102,7 @@ def build_groups(
         count, key, c = heapq.heappop(heap)
         if c in assigned:
             continue
-        takers = [w for w in adj.get(c, {}) if w not in assigned]
+        takers = [w for w in below[c] if w not in assigned]
         if len(takers) < -count:  # some were taken meanwhile: back in at the true count
             heapq.heappush(heap, (-len(takers), key, c))
             continue
@@ -103,16 +110,11 @@ def build_groups(
             continue
         assigned.add(c)
         assigned.update(takers)
-        star = [c, *takers]
-        # Kept: the rule's favourite among the nodes every other member is a copy of.
-        hubs = [u for u in star if all(w == u or w in adj.get(u, {}) for w in star)]
-        c = min(hubs, key=lambda u: rank(best[u]))
-        takers = [u for u in star if u != c]
         kept = best[c]
         members = [kept] + [f for f in node_files(c) if f != kept]
         scores = [1.0] * len(members)
         identical = [False] + [True] * (len(members) - 1)
-        for w in sorted(takers, key=lambda w: (-adj[c][w], rank(best[w]))):
+        for w in sorted(takers, key=lambda w: (-adj[c][w], keys[w])):
             for f in sorted(node_files(w), key=rank):
                 members.append(f)
                 scores.append(float(adj[c][w]))
@@ -121,6 +123,29 @@ def build_groups(
         group.min_score = _min_score([c, *takers], vectors) if takers else 1.0
         groups.append(group)
     return groups
+
+
+def one_name_per_file(facts: Mapping[int, Any], rank: Callable[[int], Any]) -> set[int]:
+    """Positions whose file another position names too, all but one per file.
+
+    Args:
+        facts: position -> facts with ``dev``, ``ino`` (0: unknown) and ``link``.
+        rank: the keep rule's sort key of a position.
+
+    Returns:
+        The positions to leave out: per ``(dev, ino)``, every name but one, the one kept
+        being a real name rather than a symbolic link, then the keep rule's favourite.
+    """
+    names: dict[tuple[int, int], list[int]] = {}
+    for pos, f in facts.items():
+        if f.ino:
+            names.setdefault((f.dev, f.ino), []).append(pos)
+    extra: set[int] = set()
+    for same in names.values():
+        if len(same) > 1:
+            keep = min(same, key=lambda p: (bool(facts[p].link), rank(p)))
+            extra.update(p for p in same if p != keep)
+    return extra
 
 
 def _min_score(nodes: list[int], vectors: Callable[[np.ndarray], np.ndarray]) -> float:

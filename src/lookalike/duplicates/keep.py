@@ -7,6 +7,7 @@ the path (alphabetical) breaks any remaining tie, so the choice is deterministic
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,11 @@ class FileFacts:
         mtime: seconds since the epoch, 0.0 if unknown.
         width: pixels, 0 if unknown.
         height: pixels, 0 if unknown.
+        dev: device of the file (links followed), 0 if unknown.
+        ino: inode of the file, 0 if unknown: two paths with equal ``(dev, ino)`` are one
+            file (a followed link, a bind mount, two casings on a case-insensitive disk).
+        mtime_ns: modification time in nanoseconds, -1 if unknown.
+        link: the path itself is a symbolic link.
     """
 
     path: str
@@ -44,6 +50,10 @@ class FileFacts:
     mtime: float = 0.0
     width: int = 0
     height: int = 0
+    dev: int = 0
+    ino: int = 0
+    mtime_ns: int = -1
+    link: bool = False
 
     @property
     def pixels(self) -> int:
@@ -51,27 +61,44 @@ class FileFacts:
 
 
 def file_facts(path: str) -> FileFacts:
-    """Size, mtime and resolution of ``path`` (resolution from the header only).
+    """Size, mtime, identity and resolution of ``path`` (resolution from the header only).
 
     Never raises: a missing or unreadable file gets the "unknown" values, which every
-    criterion ranks last.
+    criterion ranks last. Only a regular file is ever opened, with ``O_NONBLOCK`` and an
+    ``fstat`` check, so a FIFO or device at an indexed path can never block the search.
     """
     try:
-        st = os.stat(path)
+        lst = os.lstat(path)
+        st = os.stat(path) if stat.S_ISLNK(lst.st_mode) else lst
     except OSError:
         return FileFacts(path)
+    link = stat.S_ISLNK(lst.st_mode)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO, socket, device or folder: never opened
+        return FileFacts(path, link=link)
     width = height = 0
     try:
         from PIL import Image
 
-        with Image.open(path) as im:  # reads the header, not the pixels
-            width, height = im.size
+        from .transfer import open_regular
+
+        with os.fdopen(open_regular(path, follow=True), "rb") as f, Image.open(f) as im:
+            width, height = im.size  # the header, not the pixels
             orientation = im.getexif().get(0x0112, 1)
             if orientation in (5, 6, 7, 8):  # shown rotated by 90 degrees
                 width, height = height, width
     except Exception:  # any decoder error: resolution unknown, the file still counts
         pass
-    return FileFacts(path, st.st_size, st.st_mtime, width, height)
+    return FileFacts(
+        path,
+        st.st_size,
+        st.st_mtime,
+        width,
+        height,
+        dev=st.st_dev,
+        ino=st.st_ino,
+        mtime_ns=st.st_mtime_ns,
+        link=link,
+    )
 
 
 _KEYS: dict[str, Callable[[FileFacts], float]] = {

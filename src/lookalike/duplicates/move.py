@@ -1,99 +1,184 @@
 """Moving copies out of the way: never deleting, never overwriting, always undoable.
 
-``move_groups`` moves every non-kept member of each group below a destination folder,
-keeping its path relative to the indexed folder it came from (``DEST/<folder name>/<rel>``).
-Before the first move an undo manifest (JSON: every planned ``from`` -> ``to``) is
-written in the destination; it is rewritten with what actually moved at the end.
-A file that vanished or changed since the groups were listed is reported and skipped, a
-group whose kept file is gone is left alone, and a target that exists is never replaced.
+``move_groups`` moves every non-kept member of each group into a new run folder below the
+destination, under its whole absolute source path (``DEST/<run>/<source path>``), so two
+targets never collide. Each move is a transaction recorded in the run's journal
+(:mod:`~lookalike.duplicates.journal`): every planned move, with the file's exact path,
+identity and content hash, is on disk before anything moves, and each phase of each move
+is appended and synced before the next begins; the index forgets a file as soon as it has
+moved. :func:`~lookalike.duplicates.undo.undo_moves` reads the journal back.
+
+Just before moving, every member is checked again: still a regular file (not a link, a
+FIFO or a device), still the file that was listed (device, inode, size, mtime), not the
+kept file or another member under a second name, and not inside the destination. A group
+whose kept file vanished or changed is left alone. A destination inside an indexed folder
+(its files would be indexed and moved again) or holding one is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
-import shutil
-import time
+import stat
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from ..errors import DestinationError
+from .journal import Journal, Planned, Run, readable, start_run, write_manifest
+from .transfer import ChangedError, Identity, make_dirs, probe, step, temp_name, transfer
 from .types import DuplicateGroup, DuplicateMember, MoveProblem, MoveReport
 
-MANIFEST_PREFIX = "lookalike-undo-"
-_BATCH = 500
+__all__ = ["IndexLink", "check_destination", "move_groups", "remove_empty_folders"]
 
 
-def target_for(path: str, destination: str, roots: Sequence[str]) -> str:
-    """Where ``path`` goes below ``destination``: relative to its deepest root."""
-    best = ""
-    for root in roots:
-        root = root.rstrip(os.sep) or os.sep
-        if (path.startswith(root + os.sep) or root == os.sep) and len(root) > len(best):
-            best = root
-    if best:
-        name = os.path.basename(best) or "root"
-        return os.path.join(destination, name, os.path.relpath(path, best))
-    _drive, rest = os.path.splitdrive(path)
-    return os.path.join(destination, rest.lstrip(os.sep))
+class IndexLink(Protocol):
+    """How the mover keeps an index in step, one file at a time."""
+
+    def row(self, path: str) -> dict[str, Any] | None:
+        """The index row of ``path`` as JSON (see :func:`~.journal.encode_row`), or None."""
+        ...
+
+    def forget(self, path: str) -> None:
+        """The file at ``path`` moved out of every indexed folder."""
+        ...
+
+    def restore(self, path: str, row: dict[str, Any]) -> None:
+        """The file is back at ``path``: give the index its row again (if it lacks it)."""
+        ...
 
 
-def _unchanged(m: DuplicateMember) -> str | None:
-    """None when the file is as listed; else ``"vanished"`` or ``"changed"``."""
+def _identity_chain(path: str) -> set[tuple[int, int]]:
+    """``(dev, ino)`` of ``path`` and of every folder above it (those that exist)."""
+    found = set()
+    path = os.path.abspath(path)
+    while True:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            found.add((st.st_dev, st.st_ino))
+        parent = os.path.dirname(path)
+        if parent == path:
+            return found
+        path = parent
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = folder.rstrip(os.sep) or os.sep
+    return path == folder or path.startswith(folder if folder == os.sep else folder + os.sep)
+
+
+def check_destination(destination: str | os.PathLike[str], roots: Sequence[str]) -> str:
+    """The destination as an absolute path, checked against the indexed folders.
+
+    Compared by real path and by ``(device, inode)`` of the folders, so a bind mount, a
+    link or another casing of an indexed folder counts as that folder.
+
+    Raises:
+        DestinationError: the destination is inside an indexed folder, or holds one.
+    """
+    dest = os.path.abspath(os.path.expanduser(os.fspath(destination)))
+    real = os.path.realpath(dest)
+    above_dest = _identity_chain(real)
     try:
-        st = os.stat(m.path)
-    except FileNotFoundError:
-        return "vanished"
+        st = os.stat(real)
+        dest_id: tuple[int, int] | None = (st.st_dev, st.st_ino)
     except OSError:
-        return "unreadable"
-    if m.size >= 0 and (st.st_size != m.size or abs(st.st_mtime - m.mtime) > 1e-3):
-        return "changed"
-    return None
+        dest_id = None
+    for root in roots:
+        root_real = os.path.realpath(root)
+        try:
+            rst = os.stat(root_real)
+            root_id: tuple[int, int] | None = (rst.st_dev, rst.st_ino)
+        except OSError:
+            root_id = None
+        if _inside(real, root_real) or (root_id is not None and root_id in above_dest):
+            raise DestinationError(
+                f"{readable(dest)} is inside the indexed folder {readable(root)}: its files "
+                "would be indexed and moved again; choose a folder outside every indexed one"
+            )
+        if _inside(root_real, real) or (dest_id is not None and dest_id in _identity_chain(root)):
+            raise DestinationError(
+                f"{readable(dest)} holds the indexed folder {readable(root)}; choose a folder "
+                "outside every indexed one"
+            )
+    return dest
 
 
-def _move_file(src: str, dst: str) -> None:
-    """Move without ever replacing ``dst``: a hard link (or an exclusive copy) first, then
-    the source name is removed. Raises FileExistsError when ``dst`` exists."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
+def _listed(m: DuplicateMember) -> Identity | None:
+    return Identity(m.dev, m.ino, m.size, m.mtime_ns) if m.ino else None
+
+
+def _check(m: DuplicateMember, *, follow: bool) -> tuple[str | None, Identity | None]:
+    """``(problem, identity now)``: the file must still be the regular file listed."""
     try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES):
-            raise
-        with open(src, "rb") as fin, open(dst, "xb") as fout:  # "x": never overwrite
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        shutil.copystat(src, dst)
-    os.unlink(src)
+        st = os.stat(m.path) if follow else os.lstat(m.path)
+    except FileNotFoundError:
+        return "vanished", None
+    except OSError:
+        return "unreadable", None
+    if not stat.S_ISREG(st.st_mode):
+        return "not-a-regular-file", None
+    now = Identity.of(st)
+    listed = _listed(m)
+    if listed is not None:
+        if now != listed:
+            return "changed", now
+    elif m.size >= 0 and (st.st_size != m.size or abs(st.st_mtime - m.mtime) > 1e-3):
+        return "changed", now
+    return None, now
 
 
-def _write_json(path: Path, data: dict[str, Any], *, exclusive: bool) -> None:
-    if exclusive:
-        with open(path, "x", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
+def _candidates(
+    groups: Sequence[DuplicateGroup], real_dest: str, report: MoveReport
+) -> list[tuple[DuplicateMember, Identity]]:
+    """Members that may move, each with its identity; the others go to ``report.skipped``."""
+    kept: dict[tuple[int, int], str] = {}
+    ready: list[tuple[DuplicateGroup, Identity]] = []
+    for g in groups:
+        problem, ident = _check(g.members[0], follow=True)
+        if problem is not None or ident is None:
+            for m in g.others:
+                report.skipped.append(MoveProblem(m.path, f"kept-file-{problem}", g.keep))
+            continue
+        kept[(ident.dev, ident.ino)] = g.keep
+        ready.append((g, ident))
+    seen: dict[tuple[int, int], str] = {}
+    out = []
+    for g, _ in ready:
+        for m in g.others:
+            problem, ident = _check(m, follow=False)
+            if problem is None and ident is not None:
+                key = (ident.dev, ident.ino)
+                if key in kept:  # one file under two paths: never a copy to move
+                    report.skipped.append(MoveProblem(m.path, "same-file", kept[key]))
+                    continue
+                if key in seen:
+                    report.skipped.append(MoveProblem(m.path, "same-file", seen[key]))
+                    continue
+                if _inside(os.path.realpath(m.path), real_dest):
+                    problem = "inside-destination"
+                else:
+                    seen[key] = m.path
+                    out.append((m, ident))
+                    continue
+            report.skipped.append(MoveProblem(m.path, problem or "changed", ""))
+    return out
+
+
+class _JournalFailed(Exception):
+    """Writing the journal failed (disk full, I/O error): stop before moving anything else."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def remove_empty_folders(folder: str) -> None:
+    """Remove ``folder`` and the folders below it that are empty (nothing else)."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
         return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _new_manifest(destination: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = Path(destination) / f"{MANIFEST_PREFIX}{stamp}{'-' + str(n) if n else ''}.json"
-        if not path.exists():
-            return path
-    raise FileExistsError(f"no free manifest name in {destination}")
+    for here, _dirs, _files in os.walk(folder, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(here)  # fails, as it should, on a folder that holds anything
 
 
 def move_groups(
@@ -103,106 +188,97 @@ def move_groups(
     roots: Sequence[str] = (),
     dry_run: bool = False,
     on_moved: Callable[[list[tuple[str, str]]], None] | None = None,
+    index: IndexLink | None = None,
 ) -> MoveReport:
-    """Move every non-kept member of ``groups`` below ``destination``.
+    """Move every non-kept member of ``groups`` into a new run folder below ``destination``.
 
     Args:
-        groups: groups as listed (members carry the size and mtime seen then).
+        groups: groups as listed (members carry the identity seen then).
         destination: the folder to move into (created when missing).
-        roots: the indexed folders (relative paths are taken from the deepest one).
+        roots: the indexed folders; a destination inside one (or holding one) is refused.
         dry_run: only report what would move; nothing is written.
-        on_moved: called with ``[(from, to)]`` after each batch of moves (index update).
+        on_moved: called with ``[(from, to)]`` after each move.
+        index: the index to keep in step (each moved file is forgotten as it moves, and
+            its row is kept in the journal for undo).
 
     Returns:
         The report: moved pairs, skipped files with reasons, the manifest's path.
+
+    Raises:
+        DestinationError: the destination is inside an indexed folder, or holds one.
     """
-    dest = os.path.abspath(os.path.expanduser(os.fspath(destination)))
+    dest = check_destination(destination, roots)
     report = MoveReport(dry_run=dry_run)
-    plan: list[tuple[str, str, DuplicateMember]] = []
-    for g in groups:
-        kept = g.members[0]
-        problem = _unchanged(kept)
-        if problem is not None:
-            for m in g.others:
-                report.skipped.append(MoveProblem(m.path, "kept-file-" + problem, kept.path))
-            continue
-        for m in g.others:
-            plan.append((m.path, target_for(m.path, dest, roots), m))
+    ready = _candidates(groups, os.path.realpath(dest), report)
     if dry_run:
-        for src, dst, m in plan:
-            problem = _unchanged(m) or ("exists" if os.path.lexists(dst) else None)
-            if problem:
-                report.skipped.append(MoveProblem(src, problem, dst))
-            else:
-                report.moved.append((src, dst))
+        preview = Run(dest, "<run>")
+        report.moved.extend((m.path, preview.target(m.path)) for m, _ in ready)
         return report
-    if not plan:
+    plans: list[Planned] = []
+    for m, ident in ready:  # content hashes only of the files about to move
+        try:
+            found = probe(m.path)
+        except OSError as e:
+            report.skipped.append(MoveProblem(m.path, "unreadable", e.strerror or str(e)))
+            continue
+        if found is None or found[0] != ident:
+            report.skipped.append(MoveProblem(m.path, "vanished" if found is None else "changed"))
+            continue
+        row = index.row(m.path) if index is not None else None
+        plans.append(Planned(len(plans), m.path, "", ident, found[1], row))
+    if not plans:
         return report
-    os.makedirs(dest, exist_ok=True)
-    manifest = _new_manifest(dest)
-    header = {"version": 1, "created": time.time(), "destination": dest}
-    _write_json(
-        manifest,
-        {**header, "complete": False, "moves": [{"from": s, "to": d} for s, d, _ in plan]},
-        exclusive=True,
-    )
-    report.manifest = str(manifest)
-    pending: list[tuple[str, str]] = []
+    make_dirs(dest)
+    run, journal = start_run(dest)
+    for p in plans:
+        p.target = run.target(p.source)
+    journal.append(*(p.record() for p in plans))
+    write_manifest(run, [(p.source, p.target) for p in plans], complete=False)
+    step("manifest")
+    report.manifest = run.manifest
     try:
-        for src, dst, m in plan:
-            problem = _unchanged(m)
-            if problem:
-                report.skipped.append(MoveProblem(src, problem, dst))
-                continue
-            try:
-                _move_file(src, dst)
-            except FileExistsError:
-                report.skipped.append(MoveProblem(src, "exists", dst))
-                continue
-            except OSError as e:
-                report.skipped.append(MoveProblem(src, "error", f"{dst}: {e.strerror or e}"))
-                continue
-            report.moved.append((src, dst))
-            pending.append((src, dst))
-            if on_moved is not None and len(pending) >= _BATCH:
-                on_moved(pending)
-                pending = []
+        for p in plans:
+            if _move_one(p, journal, report, index) and on_moved is not None:
+                on_moved([(p.source, p.target)])
+    except _JournalFailed as e:
+        raise e.error from None
     finally:
-        if on_moved is not None and pending:
-            on_moved(pending)
-        moves = [{"from": s, "to": d} for s, d in report.moved]
+        journal.close()
         with contextlib.suppress(OSError):
-            _write_json(manifest, {**header, "complete": True, "moves": moves}, exclusive=False)
+            write_manifest(run, report.moved, complete=True)
+        remove_empty_folders(run.folder)  # only when nothing moved after all
     return report
 
 
-def undo_moves(
-    manifest: str | os.PathLike[str],
-    *,
-    dry_run: bool = False,
-    on_moved: Callable[[list[tuple[str, str]]], None] | None = None,
-) -> MoveReport:
-    """Move the files a manifest lists back where they came from (never overwriting)."""
-    with open(manifest, encoding="utf-8") as f:
-        data = json.load(f)
-    report = MoveReport(dry_run=dry_run)
-    done: list[tuple[str, str]] = []
-    for entry in data.get("moves", []):
-        src, dst = entry["to"], entry["from"]
-        if not os.path.lexists(src):
-            report.skipped.append(MoveProblem(src, "vanished", dst))
-            continue
-        if os.path.lexists(dst):
-            report.skipped.append(MoveProblem(src, "exists", dst))
-            continue
-        if not dry_run:
-            try:
-                _move_file(src, dst)
-            except OSError as e:
-                report.skipped.append(MoveProblem(src, "error", f"{dst}: {e.strerror or e}"))
-                continue
-            done.append((src, dst))
-        report.moved.append((src, dst))
-    if on_moved is not None and done:
-        on_moved(done)
-    return report
+def _move_one(p: Planned, journal: Journal, report: MoveReport, index: IndexLink | None) -> bool:
+    """One move as a transaction: each phase journaled; True when the file moved."""
+
+    def on_phase(name: str) -> None:
+        step(name)
+        try:
+            journal.phase(p.n, name)
+        except OSError as e:  # not this file's problem: the run cannot go on
+            raise _JournalFailed(e) from e
+
+    try:
+        transfer(p.source, p.target, p.digest, p.identity, on_phase)
+    except FileNotFoundError:
+        problem = MoveProblem(p.source, "vanished", p.target)
+    except ChangedError:
+        problem = MoveProblem(p.source, "changed", p.target)
+    except FileExistsError:
+        problem = MoveProblem(p.source, "exists", p.target)
+    except OSError as e:
+        problem = MoveProblem(p.source, "error", f"{p.target}: {e.strerror or e}")
+    else:
+        report.moved.append((p.source, p.target))
+        if index is not None:
+            index.forget(p.source)
+            step("index")
+            journal.phase(p.n, "indexed")
+        return True
+    with contextlib.suppress(OSError):
+        os.unlink(temp_name(p.target))  # a copy of ours left half-way, in our run folder
+    report.skipped.append(problem)
+    journal.phase(p.n, "failed", problem.reason)
+    return False

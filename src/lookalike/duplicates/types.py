@@ -19,6 +19,10 @@ class DuplicateMember:
         height: pixels (0 when unknown).
         mtime: modification time, seconds since the epoch (0.0 when unknown).
         identical: byte-identical (same content hash) to the kept file.
+        dev: device of the file when the group was built (0 when unknown).
+        ino: inode of the file then (0 when unknown); with ``size`` and ``mtime_ns``, what
+            the mover checks just before moving (the file must still be this one).
+        mtime_ns: modification time in nanoseconds then (-1 when unknown).
     """
 
     path: str
@@ -28,6 +32,9 @@ class DuplicateMember:
     height: int = 0
     mtime: float = 0.0
     identical: bool = False
+    dev: int = 0
+    ino: int = 0
+    mtime_ns: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         """``{"path", "score"}``: the contract's member object."""

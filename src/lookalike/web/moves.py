@@ -2,13 +2,20 @@
 
 The browser names the files to move by id; the server recomputes the duplicate groups at
 the same threshold and moves only files that are non-kept members of a group, into
-``<db>.trash/`` and nowhere else, through the duplicate search's own mover: never
-deleting, never overwriting, an undo manifest written before the first move.
+``<db>.trash/`` and nowhere else, through the duplicate search's own mover and its checks:
+never deleting, never overwriting, each move journaled before it happens, each member
+checked again just before it moves (a regular file, the one listed, not the kept file
+under another name). The library lock is held for the recompute and around each index
+access, never while files are read or copied: the other routes keep answering.
+
+A trash inside an indexed folder (the index kept among the photos) is refused (400), as
+``--move-to`` refuses such a folder: files moved there would be indexed and moved again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +27,14 @@ class Mover:
     """Moves non-kept duplicates of ``lib``'s index into ``trash``.
 
     Args:
-        lib: the library (its lock is held for the whole recompute-and-move).
+        lib: the library (its lock is held around each index access).
         trash: the only folder files are ever moved into.
     """
 
     def __init__(self, lib: Library, trash: Path) -> None:
         self.lib = lib
         self.trash = trash
+        self._one_at_a_time = threading.Lock()  # two reviews never move at once
 
     def move(self, body: Any) -> dict[str, Any]:
         """``{"ids": [...], "threshold": t, "confirm": true, "dry_run": false}`` -> the report.
@@ -47,14 +55,15 @@ class Mover:
         dry_run = body.get("dry_run") is True
         if not hasattr(self.lib.index, "move_duplicates"):
             raise ConfigError("this lookalike cannot move duplicates")
-        return self.lib.locked(self._move, set(raw_ids), threshold, dry_run)
+        with self._one_at_a_time:
+            return self._move(set(raw_ids), threshold, dry_run)
 
     def _move(self, wanted: set[int], threshold: float | None, dry_run: bool) -> dict[str, Any]:
         index = self.lib.index
-        found = self.lib.find_duplicates(threshold)
+        found = self.lib.locked(self.lib.find_duplicates, threshold)
         groups = list(getattr(found, "groups", found))
         paths = [m.path for g in groups for m in g.members]
-        ids = index.image_ids(paths)
+        ids = self.lib.locked(index.image_ids, paths)
         chosen = []
         for g in groups:
             picked = [m for m in g.others if ids.get(m.path) in wanted]
@@ -62,8 +71,8 @@ class Mover:
                 chosen.append(dataclasses.replace(g, members=[g.members[0], *picked]))
         if not chosen:
             raise ConfigError("none of these ids is a duplicate to move at this threshold")
-        # The index's own mover: manifest first, never overwriting, the index kept in step.
-        report = index.move_duplicates(chosen, self.trash, dry_run=dry_run)
+        # The index's own mover: journal first, never overwriting, the index kept in step.
+        report = index.move_duplicates(chosen, self.trash, dry_run=dry_run, lock=self.lib.lock)
         return {
             "trash": shown(str(self.trash)),
             "dry_run": dry_run,

@@ -62,6 +62,11 @@ class Library:
         self._uploads: OrderedDict[str, tuple[np.ndarray, bytes | None]] = OrderedDict()
         self._folders: tuple[float, list[str]] = (float("-inf"), [])
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock serialising access to the index (hold it only around index calls)."""
+        return self._lock
+
     def locked(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` with the index to itself."""
         with self._lock:
