@@ -117,7 +117,7 @@ def test_kill_the_mover_at_every_step_then_undo(tmp_path, two_roots):
     _library(a, b)
     db, dest = tmp_path / "i.db", tmp_path / "dups"
     with _open(db) as idx:
-        idx.update(a.parent, b.parent)
+        idx.update(a, b)  # two roots named "photos"
         groups = idx.duplicates(threshold=T, calibrate=False)
         before_rows = _rows(idx)
     assert sorted(len(g.members) for g in groups) == [2, 3]  # cat x3 (two roots), dog x2
@@ -200,7 +200,7 @@ def test_a_crash_between_listing_and_moving_never_mixes_two_roots_of_one_name(tm
     _library(a, b)
     db, dest = tmp_path / "i.db", tmp_path / "dups"
     with _open(db) as idx:
-        idx.update(a.parent, b.parent)
+        idx.update(a, b)  # two roots named "photos"
         groups = idx.duplicates(threshold=T, calibrate=False)
     b_cat = (b / "cat.jpg").read_bytes()
     os.unlink(a / "cat.jpg")
@@ -230,7 +230,7 @@ def test_the_index_forgets_each_file_as_it_moves(tmp_path, two_roots):
     _library(a, b)
     db, dest = tmp_path / "i.db", tmp_path / "dups"
     with _open(db) as idx:
-        idx.update(a.parent, b.parent)
+        idx.update(a, b)  # two roots named "photos"
         images = idx.info()["images"]
 
     def move() -> None:
