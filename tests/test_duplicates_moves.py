@@ -5,6 +5,7 @@ back", an empty folder or a one-image index has no groups."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -214,7 +215,7 @@ def test_file_names_that_are_not_utf8_move_and_come_back(tmp_path):
     with Index.open(db) as idx:
         idx.add_embeddings([os.fsdecode(p) for p in paths], vecs)
         idx._store.add_folders([os.fsencode(str(root))])
-    data = {p: open(p, "rb").read() for p in paths}
+    data = {p: Path(os.fsdecode(p)).read_bytes() for p in paths}
     dest = tmp_path / "dups"
     out, _ = cli("--db", db, "--threshold", "0.95", "--move-to", dest)
     assert "2 files moved" in out
@@ -223,7 +224,7 @@ def test_file_names_that_are_not_utf8_move_and_come_back(tmp_path):
     json.loads(manifest.read_text())  # valid JSON, names escaped
     out, _ = cli("--db", db, "--undo", manifest)
     assert "2 files moved" in out
-    assert {p: open(p, "rb").read() for p in paths} == data
+    assert {p: Path(os.fsdecode(p)).read_bytes() for p in paths} == data
     with Index.open(db) as idx:
         assert idx.info()["images"] == 3
 
@@ -242,14 +243,12 @@ def fifo_library(tmp_path):
     os.unlink(paths[1])
     os.mkfifo(paths[1])  # rm b.png; mkfifo b.png
     yield db, paths
-    try:  # release any reader an old build left blocked in open()
+    with contextlib.suppress(OSError):  # release a reader an old build left blocked in open()
         os.close(os.open(paths[1], os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
 
 
 def test_a_fifo_never_hangs_the_command(fifo_library, tmp_path):
-    db, paths = fifo_library
+    db, _paths = fifo_library
     out, _ = cli("--db", db, "--threshold", "0.95", "--json", timeout=60)
     assert len(json.loads(out)["groups"]) == 1
     out, _ = cli("--db", db, "--threshold", "0.95", "--move-to", tmp_path / "d", timeout=60)
@@ -313,6 +312,5 @@ def test_a_destination_inside_an_indexed_folder_is_a_usage_error(tmp_path):
     _, err = cli("--db", db, "--threshold", "0.9", "--move-to", root / "dups", rc=2)
     assert "inside the indexed folder" in err
     assert not (root / "dups").exists()
-    with pytest.raises(DestinationError):
-        with Index.open(db) as idx:
-            idx.move_duplicates([], root / "dups")
+    with Index.open(db) as idx, pytest.raises(DestinationError):
+        idx.move_duplicates([], root / "dups")
