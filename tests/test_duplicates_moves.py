@@ -314,3 +314,37 @@ def test_a_destination_inside_an_indexed_folder_is_a_usage_error(tmp_path):
     assert not (root / "dups").exists()
     with Index.open(db) as idx, pytest.raises(DestinationError):
         idx.move_duplicates([], root / "dups")
+
+
+# -- members are checked again just before they move ---------------------------------------
+
+
+def test_a_member_replaced_by_another_file_of_the_same_size_and_time_stays(tmp_path):
+    # Size and mtime alone would not see it: the inode (and the hash) do.
+    photos = tmp_path / "photos"
+    orig = photo(photos / "a.png", 1)
+    copy = copy_of(orig, photos / "a_copy.jpg")
+    with pixel_index(tmp_path / "i.db", photos) as idx:
+        groups = idx.duplicates(threshold=0.98, calibrate=False)
+        st = copy.stat()
+        other = photos / ".other"
+        other.write_bytes(b"x" * st.st_size)
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(other, copy)
+        report = idx.move_duplicates(groups, tmp_path / "dups")
+    assert not report.moved and [p.reason for p in report.skipped] == ["changed"]
+    assert copy.read_bytes() == b"x" * st.st_size
+
+
+def test_a_member_inside_the_destination_never_moves(tmp_path):
+    dest = tmp_path / "dups"
+    kept = photo(tmp_path / "photos" / "a.png", 1)
+    inside = copy_of(kept, dest / "old" / "a.jpg")
+    g = DuplicateGroup(
+        str(kept), [DuplicateMember(str(kept), 1.0), DuplicateMember(str(inside), 0.99)], 0.99
+    )
+    from lookalike.duplicates import move_groups
+
+    report = move_groups([g], dest, roots=[str(tmp_path / "photos")])
+    assert not report.moved and [p.reason for p in report.skipped] == ["inside-destination"]
+    assert inside.exists()
