@@ -348,3 +348,39 @@ def test_a_member_inside_the_destination_never_moves(tmp_path):
     report = move_groups([g], dest, roots=[str(tmp_path / "photos")])
     assert not report.moved and [p.reason for p in report.skipped] == ["inside-destination"]
     assert inside.exists()
+
+
+def test_a_manifest_from_before_journals_still_undoes(tmp_path):
+    photos, dest = tmp_path / "photos", tmp_path / "dups"
+    moved = photo(dest / "photos" / "a.png", 1)
+    manifest = dest / "lookalike-undo-20250101-000000.json"
+    source = photos / "a.png"
+    manifest.write_text(
+        json.dumps({"version": 1, "moves": [{"from": str(source), "to": str(moved)}]})
+    )
+    data = moved.read_bytes()
+    with Index.open(tmp_path / "i.db") as idx:
+        back = idx.undo_duplicate_moves(manifest)
+        assert back.moved == [(str(moved), str(source))]
+        assert source.read_bytes() == data and not moved.exists()
+        again = idx.undo_duplicate_moves(manifest)
+        assert [p.reason for p in again.skipped] == ["already-back"]
+
+
+def test_a_journal_line_torn_by_a_crash_is_skipped_and_never_glues_to_the_next(tmp_path):
+    photos = tmp_path / "photos"
+    orig = photo(photos / "a.png", 1)
+    copy = copy_of(orig, photos / "a_copy.jpg")
+    with pixel_index(tmp_path / "i.db", photos) as idx:
+        report = idx.move_duplicates(
+            idx.duplicates(threshold=0.98, calibrate=False), tmp_path / "d"
+        )
+        journal = Path(report.manifest.replace(".json", ".journal"))
+        with open(journal, "ab") as f:
+            f.write(b'{"kind":"phase","n":0,"ph')  # a crash mid-write
+        assert len(idx.undo_duplicate_moves(journal).moved) == 1
+        assert copy.exists()
+        twice = idx.undo_duplicate_moves(journal)  # its "undone" record was read back
+        assert [p.reason for p in twice.skipped] == ["already-back"]
+    last = json.loads(journal.read_bytes().splitlines()[-1])  # whole, not glued to the torn one
+    assert last == {"kind": "phase", "n": 0, "phase": "undone"}

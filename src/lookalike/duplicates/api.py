@@ -258,3 +258,7 @@ def undo_move(
         )
     except ValueError as e:  # not a manifest or journal
         raise ConfigError(str(e)) from None
+    except OSError as e:  # the journal cannot be read or appended to
+        raise ConfigError(
+            f"cannot undo {readable(os.fspath(manifest))}: {e.strerror or e}"
+        ) from None

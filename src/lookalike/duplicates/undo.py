@@ -135,7 +135,10 @@ def undo_moves(
     try:
         for p in plans:
             before = len(report.moved)
-            _settle(p, journal, index, report)
+            try:
+                _settle(p, journal, index, report)
+            except OSError as e:  # this file's problem (permissions, I/O): say so, go on
+                report.skipped.append(MoveProblem(p.target, "error", str(e.strerror or e)))
             if on_moved is not None and len(report.moved) > before:
                 on_moved(report.moved[before:])
     finally:
