@@ -79,9 +79,14 @@ def file_facts(path: str) -> FileFacts:
     try:
         from PIL import Image
 
+        from ..decode.formats import _open_order
+        from ..decode.reasons import DEFAULT_FORMATS
         from .transfer import open_regular
 
-        with os.fdopen(open_regular(path, follow=True), "rb") as f, Image.open(f) as im:
+        # Only the formats the decoder opens when indexing (EPS, PDF: never parsed).
+        formats = _open_order(DEFAULT_FORMATS)
+        fd = open_regular(path, follow=True)
+        with os.fdopen(fd, "rb") as f, Image.open(f, formats=formats) as im:
             width, height = im.size  # the header, not the pixels
             orientation = im.getexif().get(0x0112, 1)
             if orientation in (5, 6, 7, 8):  # shown rotated by 90 degrees
