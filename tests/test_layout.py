@@ -223,7 +223,11 @@ def test_the_top_folder_holds_few_modules() -> None:
     assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules in src/lookalike/: {top}"
 
 
-@pytest.mark.xfail(strict=True, reason="#17: not moved yet")
-@pytest.mark.parametrize("folder", ["cli", "index", "embed/clip"])
+_LATER = pytest.mark.xfail(strict=True, reason="#17: not moved yet")
+
+
+@pytest.mark.parametrize(
+    "folder", ["cli", pytest.param("index", marks=_LATER), pytest.param("embed/clip", marks=_LATER)]
+)
 def test_each_capability_has_its_folder(folder: str) -> None:
     assert (PACKAGE / folder / "__init__.py").is_file()
