@@ -215,7 +215,6 @@ def test_the_cycle_finder_finds_a_circle() -> None:
 # -- the top folder -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="#17: 21 modules until index/, cli/ and demo/ move")
 def test_the_top_folder_holds_few_modules() -> None:
     top = sorted(
         p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")
@@ -226,8 +225,6 @@ def test_the_top_folder_holds_few_modules() -> None:
 _LATER = pytest.mark.xfail(strict=True, reason="#17: not moved yet")
 
 
-@pytest.mark.parametrize(
-    "folder", ["cli", pytest.param("index", marks=_LATER), pytest.param("embed/clip", marks=_LATER)]
-)
+@pytest.mark.parametrize("folder", ["cli", "index", pytest.param("embed/clip", marks=_LATER)])
 def test_each_capability_has_its_folder(folder: str) -> None:
     assert (PACKAGE / folder / "__init__.py").is_file()

@@ -51,7 +51,7 @@ def command(
     import json
 
     from ..errors import NothingIndexedError
-    from ..preflight import check_folders
+    from ..index.preflight import check_folders
     from ..present import report_lines
 
     no_empty("FOLDER", *folders)

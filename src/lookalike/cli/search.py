@@ -67,7 +67,7 @@ def command(
         return
     if query is None:
         raise click.UsageError("missing QUERY (an image), or search by words with --text")
-    from ..preflight import check_folders, check_query_file
+    from ..index.preflight import check_folders, check_query_file
 
     # Before any model loads or any folder is indexed; a search alone creates no index.
     check_query_file(query)

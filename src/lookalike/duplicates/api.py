@@ -1,24 +1,49 @@
 """The glue between :class:`~lookalike.Index` and the duplicate search: which threshold,
 calibrating it, and keeping the index in step with moved files. ``Index`` calls these
-from thin entry points; they use its store, cache folder and embedder."""
+from thin entry points with :class:`IndexParts`: its store, cache folder, decode limits,
+embedder, vector search and commit, and nothing else of the index."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..decode import DecodeLimits
 from ..paths import path_forms, resolved
-from ..store import WriteBatch
+from ..store import Store, WriteBatch
 from ..store.base import folder_prefix
 from .calibrate import DEFAULT_THRESHOLD, META_KEY, calibrate, setup_key
 from .find import find_duplicates, identical_sets
 from .keep import DEFAULT_KEEP
 from .move import move_groups, undo_moves
 from .types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
+
+
+@dataclass(frozen=True)
+class IndexParts:
+    """What the duplicate search needs of an index.
+
+    Attributes:
+        store: the index's store.
+        cache_dir: ``<db>.cache/`` (the vector cache); ``None`` for a server store.
+        limits: decode limits for the edited copies calibration embeds.
+        get_embedder: the index's embedder, loaded on first call.
+        vector_search: the :class:`~lookalike.vectors.VectorSearch` over the cache.
+        commit: writes a :class:`~lookalike.store.WriteBatch` and keeps the cache in step.
+    """
+
+    store: Store
+    cache_dir: Path | None
+    limits: DecodeLimits
+    get_embedder: Callable[[], Any]
+    vector_search: Callable[[], Any]
+    commit: Callable[[WriteBatch], None]
 
 
 def _path_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -33,13 +58,13 @@ def _lookup(store: Any, path: str) -> Any:
     return None
 
 
-def _key(idx: Any) -> str:
-    return setup_key(idx._store.get_meta("setup"), idx._store.dim())
+def _key(idx: IndexParts) -> str:
+    return setup_key(idx.store.get_meta("setup"), idx.store.dim())
 
 
-def recorded_calibration(idx: Any) -> Calibration | None:
+def recorded_calibration(idx: IndexParts) -> Calibration | None:
     """The index's calibration, if one was made for its current setup."""
-    text = idx._store.get_meta(META_KEY)
+    text = idx.store.get_meta(META_KEY)
     if not text:
         return None
     try:
@@ -50,26 +75,26 @@ def recorded_calibration(idx: Any) -> Calibration | None:
 
 
 def calibrate_index(
-    idx: Any, target_precision: float = 0.95, sample: int = 60, seed: int = 0
+    idx: IndexParts, target_precision: float = 0.95, sample: int = 60, seed: int = 0
 ) -> Calibration:
     """Calibrate on the index's images, record the result in the index, return it."""
     from ..errors import ConfigError
     from ..vectors import VectorCache
 
-    if idx._cache_dir is None:
+    if idx.cache_dir is None:
         raise ConfigError(
             "calibrating the duplicate threshold needs a SQLite index for now; "
             "pass --threshold (e.g. 0.85) on a PostgreSQL index"
         )
-    embedder = idx._get_embedder()
-    cache = VectorCache.open(idx._cache_dir, idx._store)
+    embedder = idx.get_embedder()
+    cache = VectorCache.open(idx.cache_dir, idx.store)
     try:
         ids = np.asarray(cache.ids)
         rows = np.flatnonzero(ids >= 0)
         rng = np.random.default_rng(seed)
         order = rng.permutation(rows)
         same: dict[int, set[int]] = {}
-        for s in identical_sets(idx._store, np.sort(ids[rows])):
+        for s in identical_sets(idx.store, np.sort(ids[rows])):
             for i in s.tolist():
                 same[i] = set(s.tolist())
 
@@ -77,14 +102,14 @@ def calibrate_index(
             for start in range(0, len(order), 64):
                 part = np.sort(order[start : start + 64])
                 vecs = cache.gather(part)
-                paths = idx._store.paths_for(ids[part].tolist())
+                paths = idx.store.paths_for(ids[part].tolist())
                 for row, vec in zip(part.tolist(), vecs, strict=True):
                     path = paths.get(int(ids[row]))
                     if path is not None:
                         yield int(ids[row]), path, vec
 
         def neighbours(q: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return idx._vector_search().search(q, 64, exclude=exclude)  # type: ignore[no-any-return]
+            return idx.vector_search().search(q, 64, exclude=exclude)  # type: ignore[no-any-return]
 
         cal = calibrate(
             candidates(),
@@ -95,16 +120,16 @@ def calibrate_index(
             target_precision=target_precision,
             sample=sample,
             seed=seed,
-            limits=idx._decode_limits,
+            limits=idx.limits,
         )
     finally:
         cache.close()
-    idx._store.set_meta({META_KEY: json.dumps(cal.to_dict())})
+    idx.store.set_meta({META_KEY: json.dumps(cal.to_dict())})
     return cal
 
 
 def duplicate_report(
-    idx: Any,
+    idx: IndexParts,
     threshold: float | None = None,
     folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     keep: str | Sequence[str] = DEFAULT_KEEP,
@@ -117,7 +142,11 @@ def duplicate_report(
     if threshold is None:
         # Calibration searches the local vector cache; a server store (PostgreSQL) has
         # none yet, so it uses the recorded or default threshold there.
-        can = idx.setup is not None and not idx._store.is_empty() and idx._cache_dir is not None
+        can = (
+            bool(idx.store.get_meta("setup"))
+            and not idx.store.is_empty()
+            and idx.cache_dir is not None
+        )
         if cal is None and can and calibrate in ("auto", True):
             cal = calibrate_index(idx)
         source = "calibrated" if cal is not None else "default"
@@ -126,20 +155,20 @@ def duplicate_report(
         folders = [folders]
     wanted = [form for f in folders for form in path_forms(f)] if folders is not None else None
     report = find_duplicates(
-        idx._store, idx._cache_dir, float(threshold), folders=wanted, keep=keep, center=center
+        idx.store, idx.cache_dir, float(threshold), folders=wanted, keep=keep, center=center
     )
     report.threshold_source = source
     report.calibration = cal
     return report
 
 
-def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
+def record_moves(idx: IndexParts, moved: list[tuple[str, str]]) -> None:
     """The index follows moved files: a move inside an indexed folder keeps the image's
     id and vector under the new path; a move out of every indexed folder forgets it."""
-    roots = [folder_prefix(f) for f in idx._store.folders()]
+    roots = [folder_prefix(f) for f in idx.store.folders()]
     batch = WriteBatch()
     for src, dst in moved:
-        found = _lookup(idx._store, src)
+        found = _lookup(idx.store, src)
         if found is None:
             continue
         row, _ = found
@@ -153,17 +182,17 @@ def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
         else:
             batch.deletes.append(row.id)
     if batch:
-        idx._commit(batch)
+        idx.commit(batch)
 
 
 def move_duplicates(
-    idx: Any,
+    idx: IndexParts,
     groups: Sequence[DuplicateGroup],
     destination: str | os.PathLike[str],
     dry_run: bool = False,
 ) -> MoveReport:
     """See :meth:`lookalike.Index.move_duplicates`."""
-    roots = [os.fsdecode(f) for f in idx._store.folders()]
+    roots = [os.fsdecode(f) for f in idx.store.folders()]
     return move_groups(
         groups,
         destination,
@@ -173,6 +202,8 @@ def move_duplicates(
     )
 
 
-def undo_move(idx: Any, manifest: str | os.PathLike[str], dry_run: bool = False) -> MoveReport:
+def undo_move(
+    idx: IndexParts, manifest: str | os.PathLike[str], dry_run: bool = False
+) -> MoveReport:
     """See :meth:`lookalike.Index.undo_duplicate_moves`."""
     return undo_moves(manifest, dry_run=dry_run, on_moved=lambda moved: record_moves(idx, moved))

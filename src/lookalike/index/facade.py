@@ -1,8 +1,11 @@
-"""The engine: :class:`Index` owns indexing and search; every adapter only calls it."""
+"""The engine's facade: :class:`Index` owns indexing and search; every adapter only calls
+it. Each capability lives in its own module of this package and gets only what it needs:
+:mod:`.model` (setup and embedder), :mod:`.search` (commits and vector search),
+:mod:`.images` (images by id), :mod:`.text` (search by words), :mod:`.lock` (one updater
+at a time); near-duplicates are in :mod:`lookalike.duplicates`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -11,20 +14,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .decode import DecodeFailure, DecodeLimits
-from .errors import ConfigError, QueryError
-from .index_duplicates import DuplicatesMixin
-from .index_ids import ImagesByIdMixin
-from .index_setup import SetupMixin
-from .index_text import TextSearchMixin
-from .paths import path_forms, resolved
-from .pipeline import Progress, run_update
-from .setup import EmbedderOptions
-from .store import Store, WriteBatch, WriteResult, open_store
-from .types import FailedFile, Hit, IndexReport
+from ..decode import DecodeLimits
+from ..errors import ConfigError
+from ..paths import path_forms, resolved
+from ..pipeline import Progress, run_update
+from ..setup import EmbedderOptions, Preprocess, Setup
+from ..store import Store, WriteBatch, open_store
+from ..types import FailedFile, Hit, IndexReport
+from . import images as by_id
+from .model import Model
+from .search import Vectors, query_vector
+from .text import TextSearch
 
 if TYPE_CHECKING:
-    pass
+    from ..duplicates.api import IndexParts
+    from ..duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
+
+Folders = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 
 
 def default_db_path() -> Path:
@@ -37,12 +43,7 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("lookalike")) / "index.db"
 
 
-def _as_path_bytes(path: str | os.PathLike[str] | bytes) -> bytes:
-    """Absolute, links resolved: the form ``update`` stores paths in (#8, see paths.py)."""
-    return resolved(path)
-
-
-class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
+class Index:
     """A persistent, incremental image-similarity index.
 
     Open one with :meth:`Index.open`. The model loads lazily, only when an image must be
@@ -69,16 +70,11 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
         embedder: Any = None,
     ) -> None:
         self._store = store
-        self._options = options
-        self._cache_dir = cache_dir
         self._decode_limits = decode_limits or DecodeLimits()
         self._workers = workers
-        self._ann = ann
-        self._ann_threshold = ann_threshold
-        self._embedder = embedder
-        self._vectors: Any = None
-        if embedder is not None:
-            self._check_setup(embedder.setup)
+        self._vectors = Vectors(store, cache_dir, ann=ann, ann_threshold=ann_threshold)
+        self._model = Model(store, options, self.location, embedder)
+        self._text_search = TextSearch(store, self._model, self._vectors, self._query_vector)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -150,7 +146,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             extra={"backend": backend} if backend is not None else {},
         )
         if backend is not None:
-            from .embed.compiled import requested_backend
+            from ..embed.compiled import requested_backend
 
             requested_backend(options)  # ConfigError for an unknown name, before any work
         limits = DecodeLimits(max_pixels=max_pixels) if max_pixels else DecodeLimits()
@@ -171,7 +167,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
                 ann_threshold=ann_threshold,
                 embedder=embedder,
             )
-            index._check_requested()
+            index._model.check_requested()
         except BaseException:
             store.close()
             raise
@@ -185,51 +181,53 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
 
     def close(self) -> None:
         """Release the database and caches. The index stays usable on disk."""
-        if self._vectors is not None:
-            self._vectors.close()
-            self._vectors = None
+        self._vectors.close()
         self._store.close()
 
-    # -- vectors -------------------------------------------------------------------------
+    # -- the parts, for tests and benchmarks that look inside -----------------------------
+
+    @property
+    def _embedder(self) -> Any:
+        return self._model.embedder
+
+    @property
+    def _text(self) -> Any:
+        return self._text_search.encoder
 
     def _vector_search(self) -> Any:
-        if self._vectors is None:
-            from .vectors import VectorSearch
+        return self._vectors.vector_search()
 
-            self._vectors = VectorSearch(
-                self._cache_dir,  # type: ignore[arg-type]
-                self._store,
-                ann=self._ann,
-                ann_threshold=self._ann_threshold,
-            )
-        return self._vectors
+    def _get_embedder(self) -> Any:
+        return self._model.get_embedder()
 
-    def _on_commit(self, result: WriteResult) -> None:
-        if result.generation == result.previous_generation:
-            return
-        if self._cache_dir is not None:  # keep the derived cache in step, commit by commit
-            self._vector_search().notify(
-                result.added_ids,
-                result.added_vectors,
-                result.removed_ids,
-                result.generation,
-                result.previous_generation,
-                generation_id=getattr(result, "generation_id", None),
-                previous_generation_id=getattr(result, "previous_generation_id", None),
-            )
+    def _effective_options(self) -> EmbedderOptions:
+        return self._model.effective_options()
 
-    def _committing(self) -> contextlib.AbstractContextManager[object]:
-        """Held around each store commit and its cache update: readers meeting the commit
-        in flight keep their last consistent snapshot instead of rebuilding the cache."""
-        if self._cache_dir is None:
-            return contextlib.nullcontext()
-        return self._vector_search().committing()
+    def _expected_preprocess(self) -> Preprocess | None:
+        return self._model.expected_preprocess()
 
-    def _commit(self, batch: WriteBatch) -> None:
-        with self._committing():
-            self._on_commit(self._store.write(batch))
+    def _query_vector(self, query: str | os.PathLike[str]) -> tuple[np.ndarray, list[int]]:
+        return query_vector(self._store, query, self.embed)
+
+    def _parts(self) -> IndexParts:
+        from ..duplicates.api import IndexParts
+
+        v = self._vectors
+        return IndexParts(
+            self._store,
+            v.cache_dir,
+            self._decode_limits,
+            self._get_embedder,
+            v.vector_search,
+            v.commit,
+        )
 
     # -- the public operations ------------------------------------------------------------
+
+    @property
+    def setup(self) -> Setup | None:
+        """The recorded setup, or ``None`` while nothing has been embedded."""
+        return self._model.setup
 
     @property
     def warnings(self) -> list[str]:
@@ -270,7 +268,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
                 :mod:`lookalike.engine.ray_engine`), or a :class:`lookalike.engine.Engine`.
             ray_address: the Ray cluster; default ``$RAY_ADDRESS``, else a local cluster.
             wait: when another process is updating this index (it holds ``<db>.lock``,
-                :mod:`lookalike.index_lock`), wait for it, then do what is left; ``False``:
+                :mod:`lookalike.index.lock`), wait for it, then do what is left; ``False``:
                 raise :class:`~lookalike.errors.IndexBusyError`.
             on_wait: called with one sentence (who holds the lock) before waiting.
             on_stage: called with ``"loading-model"`` before the model loads (the first
@@ -292,7 +290,8 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             raise ConfigError("name at least one folder to index")
         if any(not os.fspath(f) for f in folders):  # "" would silently mean the cwd
             raise ConfigError("a folder name is empty (the current folder is '.')")
-        from .engine import make_engine
+        from ..engine import make_engine
+        from .lock import update_lock
 
         runner = make_engine(
             engine,
@@ -301,56 +300,23 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             limits=self._decode_limits,
             workers=self._workers,
         )
-        with self._update_lock(wait, on_wait):
+        with update_lock(getattr(self._store, "path", None), wait=wait, on_wait=on_wait):
             report = run_update(
                 self._store,
                 list(folders),
-                get_embedder=self._embedder_getter(on_stage),
+                get_embedder=self._model.embedder_getter(on_stage),
                 preprocess=self._expected_preprocess(),
                 decode_limits=self._decode_limits,
                 workers=self._workers,
-                on_commit=self._on_commit,
-                commit_guard=self._committing,
+                on_commit=self._vectors.on_commit,
+                commit_guard=self._vectors.committing,
                 on_progress=on_progress,
                 follow_links=follow_links,
                 include_hidden=include_hidden,
                 engine=runner,
             )
-        if self._ann != "off" and self._store.count() >= self._ann_threshold:
-            if getattr(self._store, "searches_vectors", False):
-                self._store.build_ann()  # type: ignore[attr-defined]
-            else:
-                self._vector_search().build_ann()
+        self._vectors.build_ann_if_due()
         return report
-
-    def _update_lock(self, wait: bool, on_wait: Callable[[str], None] | None) -> Any:
-        """The OS lock that keeps a second updater of this SQLite file from redoing the work."""
-        db_path = getattr(self._store, "path", None)
-        if db_path is None:  # a database server: no file beside it to lock
-            import contextlib
-
-            return contextlib.nullcontext()
-        from .index_lock import update_lock
-
-        return update_lock(db_path, wait=wait, on_wait=on_wait)
-
-    def _embedder_getter(self, on_stage: Callable[[str], None] | None) -> Callable[[], Any]:
-        """``_get_embedder``, telling ``on_stage`` when a model starts and ends loading."""
-        if on_stage is None:
-            return self._get_embedder
-        told: list[str] = []
-
-        def get() -> Any:
-            if self._embedder is None and not told:
-                told.append("loading-model")
-                on_stage("loading-model")
-            embedder = self._get_embedder()
-            if "embedding" not in told:
-                told.append("embedding")
-                on_stage("embedding")
-            return embedder
-
-        return get
 
     def embed(self, path: str | os.PathLike[str]) -> np.ndarray:
         """The vector of one image file: float32 ``(dim,)``, unit norm. Loads the model.
@@ -358,42 +324,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
         Raises:
             QueryError: the file cannot be read or decoded.
         """
-        from .decode import decode_path
-
-        embedder = self._get_embedder()
-        try:
-            pixels, _ = decode_path(
-                _as_path_bytes(path), embedder.setup.preprocess, self._decode_limits
-            )
-        except DecodeFailure as e:
-            raise QueryError(
-                f"cannot read {os.fspath(path)}: {e.detail or e.reason}", e.reason
-            ) from None
-        assert pixels is not None  # no known hashes were given: always decoded
-        vec = embedder.embed_pixels(pixels[None])[0]
-        if not np.all(np.isfinite(vec)):
-            raise QueryError(f"the model gave no usable vector for {os.fspath(path)}", "bad-vector")
-        return vec
-
-    def _query_vector(self, query: str | os.PathLike[str]) -> tuple[np.ndarray, list[int]]:
-        """The query's vector (stored when up to date, else embedded) and ids to exclude:
-        every stored row the query file is, through links or not (#8)."""
-        forms = path_forms(query)
-        try:
-            st = os.stat(forms[0])
-        except OSError as e:
-            raise QueryError(f"cannot read query {os.fsdecode(forms[-1])}: {e.strerror}") from None
-        vec, exclude = None, []
-        for form in forms:
-            found = self._store.lookup(form)
-            if found is not None:
-                row, stored = found
-                exclude.append(row.id)
-                if vec is None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                    vec = stored
-        if vec is None:
-            vec = self.embed(os.fsdecode(forms[0]))
-        return vec, exclude
+        return self._model.embed_file(path, self._decode_limits)
 
     def search(
         self,
@@ -438,47 +369,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             folder: only return images below this folder.
             exact: compare against every vector instead of the approximate index.
         """
-        if k < 1:
-            raise ConfigError("k must be at least 1")
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        dim = self._store.dim()
-        if dim is None or self._store.is_empty():
-            return []
-        if q.shape[0] != dim:
-            raise ConfigError(f"query vector has dimension {q.shape[0]}; the index holds {dim}")
-        norm = float(np.linalg.norm(q))
-        if not np.isfinite(norm) or norm == 0:
-            raise ConfigError("query vector is zero or not finite")
-        q = q / norm
-        if getattr(self._store, "searches_vectors", False):  # searched in the server
-            found = self._store.search(  # type: ignore[attr-defined]
-                q,
-                k,
-                exact=exact,
-                folders=path_forms(folder) if folder is not None else [],
-                exclude=[int(i) for i in _exclude],
-                ann=self._ann,
-                ann_threshold=self._ann_threshold,
-            )
-            scores, ids = found[0][None], found[1][None]
-        else:
-            allow = None
-            if folder is not None:
-                allow = self._store.ids_under(path_forms(folder))
-                if allow.size == 0:
-                    return []
-            excl = np.asarray(list(_exclude), dtype=np.int64) if _exclude else None
-            scores, ids = self._vector_search().search(
-                q[None], k, exact=exact, allow=allow, exclude=excl
-            )
-        paths = self._store.paths_for([int(i) for i in ids[0] if i >= 0])
-        hits: list[Hit] = []
-        for score, image_id in zip(scores[0], ids[0], strict=True):
-            path = paths.get(int(image_id))
-            if path is None:  # padding, or deleted since the cache was read
-                continue
-            hits.append(Hit(len(hits) + 1, float(score), os.fsdecode(path), int(image_id)))
-        return hits
+        return self._vectors.search(vector, k, folder=folder, exact=exact, exclude=_exclude)
 
     def add_embeddings(self, paths: Sequence[str | os.PathLike[str]], vectors: np.ndarray) -> None:
         """Store your own vectors: ``paths`` (n) with float ``vectors`` (n, dim), one transaction.
@@ -500,7 +391,7 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             raise ConfigError(f"vectors have dimension {vecs.shape[1]}; the index holds {dim}")
         vecs = vecs / norms
         batch = WriteBatch()
-        last = {_as_path_bytes(p): i for i, p in enumerate(paths)}  # a path twice: its last
+        last = {resolved(p): i for i, p in enumerate(paths)}  # a path twice: its last
         for b, i in last.items():
             try:
                 st = os.stat(b)
@@ -508,13 +399,13 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             except OSError:
                 size, mtime = -1, -1
             batch.upserts.append((b, size, mtime, None, vecs[i]))
-        self._commit(batch)
+        self._vectors.commit(batch)
 
     def remove(self, folder: str | os.PathLike[str]) -> int:
         """Forget every image below ``folder`` (the files are untouched). Returns the count."""
         forms = path_forms(folder)
         ids = self._store.ids_under(forms)
-        self._commit(WriteBatch(deletes=[int(i) for i in ids]))
+        self._vectors.commit(WriteBatch(deletes=[int(i) for i in ids]))
         for form in forms:
             self._store.remove_folder(form)  # type: ignore[attr-defined]
         return int(ids.size)
@@ -550,13 +441,212 @@ class Index(SetupMixin, ImagesByIdMixin, DuplicatesMixin, TextSearchMixin):
             ],
             "generation": self._store.generation(),
         }
-        from .duplicates.api import recorded_calibration
+        from ..duplicates.api import recorded_calibration
 
-        cal = recorded_calibration(self)  # the duplicate threshold, when calibrated (#9)
+        cal = recorded_calibration(self._parts())  # the duplicate threshold, when calibrated (#9)
         out["duplicate_threshold"] = (
             dict(cal.to_dict(), sentence=cal.sentence()) if cal is not None else None
         )
         return out
 
+    # -- images by id (the web UI never takes a path from a user) ------------------------
 
-__all__ = ["Index", "default_db_path"]
+    def images(self, offset: int = 0, limit: int = 100) -> tuple[int, list[tuple[int, str]]]:
+        """The total image count and ``(id, path)`` of up to ``limit`` images in path order."""
+        return by_id.images(self._store, offset, limit)
+
+    def image_path(self, image_id: int) -> str | None:
+        """The path of the image with this id, or ``None`` if there is none."""
+        return by_id.image_path(self._store, image_id)
+
+    def image_ids(self, paths: Sequence[str]) -> dict[str, int]:
+        """The ids of those ``paths`` that are indexed."""
+        return by_id.image_ids(self._store, paths)
+
+    def similar_to_id(
+        self,
+        image_id: int,
+        k: int = 10,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` images most similar to the stored image ``image_id`` (never itself).
+
+        Raises:
+            QueryError: no image has this id.
+        """
+        return by_id.similar_to_id(
+            self._store, self._vectors, image_id, k, folder=folder, exact=exact
+        )
+
+    def embed_bytes(self, data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+        """The vector of an image given as bytes (an upload), decoded in memory.
+
+        Args:
+            data: the image file's bytes; never written anywhere.
+            max_pixels: a stricter decompression-bomb limit than the index's.
+
+        Raises:
+            QueryError: the bytes are not a usable image; ``reason`` says why.
+        """
+        return self._model.embed_bytes(data, self._decode_limits, max_pixels)
+
+    # -- search by words (a CLIP index, #10) ----------------------------------------------
+
+    @property
+    def is_clip(self) -> bool:
+        """Whether text queries work: the index holds (or, new, will hold) CLIP vectors."""
+        return self._text_search.is_clip
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """The vector of ``text`` in a CLIP index's space: float32 ``(dim,)``, unit norm.
+
+        Loads the text tower on first use (a compiled copy from the model cache when there
+        is one).
+
+        Raises:
+            ConfigError: not a CLIP index (the message says how to build one); empty text.
+        """
+        return self._text_search.embed_text(text)
+
+    def search_text(
+        self, text: str, k: int = 10, *, folder: str | os.PathLike[str] | None = None
+    ) -> list[Hit]:
+        """The ``k`` indexed images that best match ``text`` (a CLIP index only).
+
+        Example:
+            >>> hits = idx.search_text("a red bicycle", k=5)  # doctest: +SKIP
+        """
+        from ..query import Query, Term
+
+        return self.search_query(Query((Term("text", text),)), k, folder=folder)
+
+    def search_query(
+        self,
+        query: Any,
+        k: int = 10,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` images that best match a :class:`~lookalike.query.Query` of weighted
+        texts and images, positive and negative (the rule is in :mod:`lookalike.query`).
+
+        Image terms that are indexed files are never results themselves.
+
+        Example:
+            >>> from lookalike.query import Query
+            >>> q = Query.build(text=["2:red", "bicycle"], negative=["night"])
+            >>> hits = idx.search_query(q, k=10)  # doctest: +SKIP
+        """
+        return self._text_search.search_query(query, k, folder=folder, exact=exact)
+
+    # -- near-duplicates (#9; the work is in lookalike.duplicates) -----------------------
+
+    def duplicates(
+        self,
+        threshold: float | None = None,
+        folders: Folders = None,
+        keep: str | Sequence[str] = "resolution,size,oldest",
+        *,
+        calibrate: bool | str = "auto",
+    ) -> list[DuplicateGroup]:
+        """Every group of copies among the indexed images, largest groups first.
+
+        Every member of a group is at least ``threshold`` similar to the kept file (groups
+        never chain); a file is in at most one group; byte-identical files are always
+        grouped. See :meth:`duplicate_report` for the arguments.
+
+        Example:
+            >>> for g in idx.duplicates(keep="resolution,oldest"):  # doctest: +SKIP
+            ...     print(g.keep, [(m.path, round(m.score, 3)) for m in g.others])
+        """
+        return self.duplicate_report(threshold, folders, keep, calibrate=calibrate).groups
+
+    def duplicate_report(
+        self,
+        threshold: float | None = None,
+        folders: Folders = None,
+        keep: str | Sequence[str] = "resolution,size,oldest",
+        *,
+        calibrate: bool | str = "auto",
+    ) -> DuplicateReport:
+        """The duplicate groups with the threshold used, the image count and the time taken.
+
+        Args:
+            threshold: cosine from which two images are copies; default: the index's
+                calibrated threshold (see :meth:`calibrate_duplicates`), else 0.90.
+            folders: only images below these folders.
+            keep: which file stays: criteria tried in order (``resolution``, ``size``,
+                ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``,
+                ``path``), e.g. ``"resolution,size,oldest"``.
+            calibrate: ``"auto"`` calibrates once (loading the model) when no threshold is
+                given and the index has none for its model; ``False`` never does.
+
+        Raises:
+            ConfigError: a threshold outside (0, 1] or an unknown keep criterion.
+        """
+        from ..duplicates.api import duplicate_report
+
+        return duplicate_report(self._parts(), threshold, folders, keep, calibrate)
+
+    def calibrate_duplicates(
+        self, target_precision: float = 0.95, *, sample: int = 60, seed: int = 0
+    ) -> Calibration:
+        """Choose the duplicate threshold on edited copies of this index's images and
+        record it in the index (for its model) as the default of :meth:`duplicates`.
+
+        Loads the model. ``sample`` indexed images each get edited copies made in memory
+        (crop, resize, JPEG, colour, flip, rotation, text, two of these in a row); the
+        threshold is the lowest reaching ``target_precision`` against the samples' nearest
+        distinct images (see :mod:`lookalike.duplicates.calibrate`).
+
+        Example:
+            >>> idx.calibrate_duplicates().sentence()  # doctest: +SKIP
+            '0.62: 96% precision on edited copies of your images, recall 0.99, 0.96 two ...'
+        """
+        from ..duplicates.api import calibrate_index
+
+        return calibrate_index(self._parts(), target_precision, sample, seed)
+
+    def duplicate_calibration(self) -> Calibration | None:
+        """The calibration recorded for this index's model, or ``None``."""
+        from ..duplicates.api import recorded_calibration
+
+        return recorded_calibration(self._parts())
+
+    def move_duplicates(
+        self,
+        groups: Sequence[DuplicateGroup],
+        destination: str | os.PathLike[str],
+        *,
+        dry_run: bool = False,
+    ) -> MoveReport:
+        """Move every non-kept member of ``groups`` below ``destination``; delete nothing.
+
+        Paths stay relative to their indexed folder; an existing target is never
+        replaced; an undo manifest is written in ``destination`` before the first move;
+        a file that vanished or changed since listing is reported in ``skipped``. The
+        index follows: moved images keep their vectors when the target is inside an
+        indexed folder and are forgotten otherwise. ``dry_run`` changes nothing.
+        """
+        from ..duplicates.api import move_duplicates
+
+        return move_duplicates(self._parts(), groups, destination, dry_run)
+
+    def undo_duplicate_moves(
+        self, manifest: str | os.PathLike[str], *, dry_run: bool = False
+    ) -> MoveReport:
+        """Move the files an undo manifest lists back (never overwriting)."""
+        from ..duplicates.api import undo_move
+
+        return undo_move(self._parts(), manifest, dry_run)
+
+    def apply_moves(self, moved: Sequence[tuple[str, str]]) -> None:
+        """Tell the index that files moved, as ``(from, to)`` paths: an image moved inside
+        an indexed folder keeps its vector under the new path; one moved out of every
+        indexed folder is forgotten. (:meth:`move_duplicates` does this itself.)"""
+        from ..duplicates.api import record_moves
+
+        record_moves(self._parts(), list(moved))
