@@ -190,7 +190,6 @@ def _is_adapter(module: str) -> bool:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="#17: four circles to untie")
 def test_the_import_graph_has_no_circles() -> None:
     cycles = _cycles(_imports(_modules()))
     assert not cycles, "import circles: " + "; ".join(" <-> ".join(c) for c in cycles)
@@ -222,9 +221,6 @@ def test_the_top_folder_holds_few_modules() -> None:
     assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules in src/lookalike/: {top}"
 
 
-_LATER = pytest.mark.xfail(strict=True, reason="#17: not moved yet")
-
-
-@pytest.mark.parametrize("folder", ["cli", "index", pytest.param("embed/clip", marks=_LATER)])
+@pytest.mark.parametrize("folder", ["cli", "index", "embed/clip"])
 def test_each_capability_has_its_folder(folder: str) -> None:
     assert (PACKAGE / folder / "__init__.py").is_file()

@@ -666,7 +666,7 @@ def test_text_search_on_a_clip_index(tmp_path, monkeypatch, smooth_pixels):
     from PIL import Image
     from safetensors.torch import save_file
 
-    from lookalike.embed.clip_embedder import build_model
+    from lookalike.embed.clip.embedder import build_model
 
     cfg = {
         "embed_dim": 64,

@@ -1,5 +1,5 @@
 """Search by words (#10) in a CLIP index. The query algebra is in :mod:`lookalike.query`,
-the text tower in :mod:`lookalike.embed.clip_text`.
+the text tower in :mod:`lookalike.embed.clip.text`.
 
 :class:`TextSearch` needs the store (a sample of vectors for mixed queries), the index's
 :class:`~lookalike.index.model.Model`, how an image term becomes a vector, and the
@@ -51,7 +51,7 @@ class TextSearch:
         setup = self._model.setup
         if setup is not None:
             return setup.space == "clip"
-        from ..embed.clip_names import is_clip_name
+        from ..embed.clip.names import is_clip_name
 
         return is_clip_name(self._model.options.model)
 
@@ -96,8 +96,8 @@ class TextSearch:
     def text_encoder(self) -> Any:
         """The text tower, loaded on first use; refuses an index that is not CLIP."""
         if self.encoder is None:
-            from ..embed.clip_names import not_clip_message
-            from ..embed.clip_text import load_text_encoder
+            from ..embed.clip.names import not_clip_message
+            from ..embed.clip.text import load_text_encoder
             from ..embed.model_cache import models_root
 
             model = self._model
