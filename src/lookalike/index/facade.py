@@ -1,12 +1,12 @@
 """The engine's facade: :class:`Index` owns indexing and search; every adapter only calls
-it. Each capability lives in its own module of this package and gets only what it needs:
-:mod:`.model` (setup and embedder), :mod:`.search` (commits and vector search),
-:mod:`.images` (images by id), :mod:`.text` (search by words), :mod:`.lock` (one updater
-at a time); near-duplicates are in :mod:`lookalike.duplicates`."""
+it. Its methods delegate; each capability lives in its own module of this package and
+gets only what it needs: :mod:`.model` (setup and embedder), :mod:`.search` (commits and
+vector search), :mod:`.update` (bringing it up to date, under :mod:`.lock`),
+:mod:`.contents` (own vectors, removal, failures, info), :mod:`.images` (images by id),
+:mod:`.text` (search by words); near-duplicates are in :mod:`lookalike.duplicates`."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,11 +16,11 @@ import numpy as np
 
 from ..decode import DecodeLimits
 from ..errors import ConfigError
-from ..paths import path_forms, resolved
-from ..pipeline import Progress, run_update
+from ..pipeline import Progress
 from ..setup import EmbedderOptions, Preprocess, Setup
-from ..store import Store, WriteBatch, open_store
+from ..store import Store, open_store
 from ..types import FailedFile, Hit, IndexReport
+from . import contents
 from . import images as by_id
 from .model import Model
 from .search import Vectors, query_vector
@@ -286,37 +286,25 @@ class Index:
             >>> report = idx.update("~/Pictures")  # doctest: +SKIP
             >>> report.added, report.unchanged, [f.reason for f in report.failed]  # doctest: +SKIP
         """
-        if not folders:
-            raise ConfigError("name at least one folder to index")
-        if any(not os.fspath(f) for f in folders):  # "" would silently mean the cwd
-            raise ConfigError("a folder name is empty (the current folder is '.')")
-        from ..engine import make_engine
-        from .lock import update_lock
+        from .update import update_index
 
-        runner = make_engine(
-            engine,
+        return update_index(
+            self._store,
+            self._model,
+            self._vectors,
+            self._decode_limits,
+            self._workers,
+            folders,
+            engine=engine,
             ray_address=ray_address,
-            options=self._effective_options,
-            limits=self._decode_limits,
-            workers=self._workers,
+            wait=wait,
+            on_wait=on_wait,
+            on_stage=on_stage,
+            on_progress=on_progress,
+            follow_links=follow_links,
+            include_hidden=include_hidden,
+            expected=self._expected_preprocess,
         )
-        with update_lock(getattr(self._store, "path", None), wait=wait, on_wait=on_wait):
-            report = run_update(
-                self._store,
-                list(folders),
-                get_embedder=self._model.embedder_getter(on_stage),
-                preprocess=self._expected_preprocess(),
-                decode_limits=self._decode_limits,
-                workers=self._workers,
-                on_commit=self._vectors.on_commit,
-                commit_guard=self._vectors.committing,
-                on_progress=on_progress,
-                follow_links=follow_links,
-                include_hidden=include_hidden,
-                engine=runner,
-            )
-        self._vectors.build_ann_if_due()
-        return report
 
     def embed(self, path: str | os.PathLike[str]) -> np.ndarray:
         """The vector of one image file: float32 ``(dim,)``, unit norm. Loads the model.
@@ -377,44 +365,15 @@ class Index:
         Vectors are normalised; non-finite or zero rows are rejected. Paths need not exist
         (existing files record their size and mtime, so a later update keeps them).
         """
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[0] != len(paths):
-            raise ConfigError(
-                f"vectors must be (len(paths), dim); got {vecs.shape} for {len(paths)} paths"
-            )
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
-        if bad.any():
-            raise ConfigError(f"{int(bad.sum())} vectors are zero or not finite")
-        dim = self._store.dim()
-        if dim is not None and vecs.shape[1] != dim:
-            raise ConfigError(f"vectors have dimension {vecs.shape[1]}; the index holds {dim}")
-        vecs = vecs / norms
-        batch = WriteBatch()
-        last = {resolved(p): i for i, p in enumerate(paths)}  # a path twice: its last
-        for b, i in last.items():
-            try:
-                st = os.stat(b)
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size, mtime = -1, -1
-            batch.upserts.append((b, size, mtime, None, vecs[i]))
-        self._vectors.commit(batch)
+        contents.add_embeddings(self._store, self._vectors, paths, vectors)
 
     def remove(self, folder: str | os.PathLike[str]) -> int:
         """Forget every image below ``folder`` (the files are untouched). Returns the count."""
-        forms = path_forms(folder)
-        ids = self._store.ids_under(forms)
-        self._vectors.commit(WriteBatch(deletes=[int(i) for i in ids]))
-        for form in forms:
-            self._store.remove_folder(form)  # type: ignore[attr-defined]
-        return int(ids.size)
+        return contents.remove(self._store, self._vectors, folder)
 
     def failures(self) -> list[FailedFile]:
         """Every file that failed in the latest runs, with its reason."""
-        return [
-            FailedFile(os.fsdecode(f.path), f.reason, f.detail) for f in self._store.all_failures()
-        ]
+        return contents.failures(self._store)
 
     def check(self) -> str:
         """SQLite's full ``integrity_check`` of the index: ``"ok"`` or the problems found."""
@@ -422,32 +381,10 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built (the data of ``lookalike info``)."""
-        setup = self.setup
-        out: dict[str, Any] = {
-            "db": self.location,
-            "images": self._store.count(),
-            "dim": self._store.dim(),
-            "model": setup.model if setup else None,
-            "weights": setup.weights if setup else None,
-            "weights_path": self._store.get_meta("weights_path"),
-            "pooling": setup.pool if setup else None,
-            "preprocessing": json.loads(setup.to_json())["preprocess"] if setup else None,
-            # "clip": text queries work (#10); "clip" then names the library, tag, tokenizer.
-            "space": setup.space if setup else None,
-            "clip": json.loads(setup.to_json()).get("clip") if setup else None,
-            "folders": [os.fsdecode(f) for f in self._store.folders()],
-            "failed": [
-                {"path": f.path, "reason": f.reason, "detail": f.detail} for f in self.failures()
-            ],
-            "generation": self._store.generation(),
-        }
         from ..duplicates.api import recorded_calibration
 
-        cal = recorded_calibration(self._parts())  # the duplicate threshold, when calibrated (#9)
-        out["duplicate_threshold"] = (
-            dict(cal.to_dict(), sentence=cal.sentence()) if cal is not None else None
-        )
-        return out
+        calibration = recorded_calibration(self._parts())
+        return contents.info(self._store, self.setup, self.location, calibration)
 
     # -- images by id (the web UI never takes a path from a user) ------------------------
 
