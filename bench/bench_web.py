@@ -80,7 +80,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def write_photos(folder: Path, count: int) -> list[Path]:
     from PIL import Image
 
-    from lookalike._samples import load_originals
+    from lookalike.demo.samples import load_originals
 
     folder.mkdir(parents=True, exist_ok=True)
     originals = list(load_originals().values())

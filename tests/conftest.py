@@ -180,9 +180,9 @@ def sample_photos() -> dict[str, np.ndarray]:
         name -> (H, W, 3) uint8 RGB, read-only, at most 1024 px a side, in a fixed order
         (21 photos: ``chelsea``, ``coffee``, ``astronaut``, ``china``, ``grace_hopper``...;
         of the stereo pair ``motorcycle_left``/``_right`` only the left one). Edited copies:
-        ``lookalike._samples.edited_copies`` / ``copy_detection_set``.
+        ``lookalike.demo.samples.edited_copies`` / ``copy_detection_set``.
     """
-    from lookalike._samples import load_originals
+    from lookalike.demo.samples import load_originals
 
     out = {}
     for name, im in load_originals().items():
