@@ -9,11 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
 TINY = "test_resnet.r160_in1k"
@@ -51,32 +50,10 @@ def served(tmp_path_factory, sample_photo_dir, tiny_weights):
         capture_output=True,
         timeout=300,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lookalike", "serve", "--port", "0", "--no-open", "--allow-moves"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = proc.stdout.readline().strip()
-    deadline = time.time() + 30
-    while True:  # poll until it answers
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError(f"server did not come up: {proc.stderr.read()}") from None
-            time.sleep(0.2)
+    proc, url = start_server(["--allow-moves"], env)
     yield {"url": url, "root": root, "photos": photos, "count": 23}
-    proc.send_signal(2)
-    try:
-        _, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode in (0, 130) and "Traceback" not in err, err
+    returncode, err = stop_server(proc)
+    assert returncode in (0, 130) and "Traceback" not in err, err
 
 
 @pytest.fixture(scope="module")
