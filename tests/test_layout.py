@@ -224,3 +224,15 @@ def test_the_top_folder_holds_few_modules() -> None:
 @pytest.mark.parametrize("folder", ["cli", "index", "embed/clip"])
 def test_each_capability_has_its_folder(folder: str) -> None:
     assert (PACKAGE / folder / "__init__.py").is_file()
+
+
+def test_architecture_lists_every_folder_and_only_those() -> None:
+    """ARCHITECTURE.md's table names each package folder once, and no folder that is gone."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([a-z_]+)/` \|", text, flags=re.M))
+    folders = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert listed == folders
+    for path in re.findall(r"`((?:[a-z_]+/)+[a-z_]*\.py)`", text):
+        assert (PACKAGE / path).is_file() or (PACKAGE.parents[1] / path).is_file(), path
