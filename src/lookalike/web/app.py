@@ -68,6 +68,8 @@ def _guarded(fn: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         try:
             return await fn(request)
+        except _NoSuchImage:
+            return _error(404, _NOT_FOUND)
         except UploadError as e:
             return _error(e.status, str(e))
         except DecodeFailure as e:
@@ -78,14 +80,29 @@ def _guarded(fn: Endpoint) -> Endpoint:
     return wrapper
 
 
+#: The largest integer SQLite (and PostgreSQL's bigint) stores: a larger id or offset is
+#: answered here, before it can overflow in the database driver.
+MAX_INT = 2**63 - 1
+
+
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer") from None
+    if not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{name} is out of range")
+    return value
+
+
+def _folder(request: Request) -> str | None:
+    folder = request.query_params.get("folder") or None
+    if folder is not None and "\0" in folder:
+        raise ConfigError("folder must not contain a NUL character")
+    return folder
 
 
 def _float(request: Request, name: str) -> float | None:
@@ -98,8 +115,15 @@ def _float(request: Request, name: str) -> float | None:
         raise ConfigError(f"{name} must be a number") from None
 
 
+class _NoSuchImage(Exception):
+    """An id no image can have (beyond 64 bits): answered 404 like any unknown id."""
+
+
 def _id(request: Request) -> int:
-    return int(request.path_params["image_id"])
+    value = int(request.path_params["image_id"])  # the route's pattern: digits only
+    if value > MAX_INT:
+        raise _NoSuchImage
+    return value
 
 
 class Routes:
@@ -139,12 +163,12 @@ class Routes:
         return JSONResponse(found) if found is not None else _error(404, _NOT_FOUND)
 
     async def similar(self, request: Request) -> Response:
-        k, folder = _int(request, "k", 10), request.query_params.get("folder") or None
+        k, folder = _int(request, "k", 10), _folder(request)
         out = await run_in_threadpool(self.lib.similar, _id(request), k, folder)
         return JSONResponse(out)
 
     async def search_get(self, request: Request) -> Response:
-        k, folder = _int(request, "k", 10), request.query_params.get("folder") or None
+        k, folder = _int(request, "k", 10), _folder(request)
         text, key = request.query_params.get("text"), request.query_params.get("upload")
         if key:
             out = await run_in_threadpool(self.lib.search_upload_key, key, k, folder)
@@ -155,7 +179,7 @@ class Routes:
         return JSONResponse(out)
 
     async def search_post(self, request: Request) -> Response:
-        k, folder = _int(request, "k", 10), request.query_params.get("folder") or None
+        k, folder = _int(request, "k", 10), _folder(request)
         body = await read_body(request.stream(), self.guard.max_body_bytes)
         data = image_part(request.headers.get("content-type", ""), body)
         out = await run_in_threadpool(self.lib.search_upload, data, k, folder)
@@ -208,6 +232,16 @@ class Routes:
 
 async def _too_large(request: Request, exc: Exception) -> Response:
     return _error(413, "upload is over the size limit")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route, no such static file) and 405, as JSON."""
+    status = getattr(exc, "status_code", 400)
+    if status == 404:
+        return _error(404, "not found")
+    if status == 405:
+        return _error(405, f"method {request.method} not allowed here")
+    return _error(status, str(getattr(exc, "detail", "bad request")))
 
 
 def create_app(
@@ -266,6 +300,9 @@ def create_app(
         Route("/image/{image_id:int}", g(r.image)),
         Mount("/static", StaticFiles(directory=os.fspath(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={BodyTooLarge: _too_large})
+    from starlette.exceptions import HTTPException
+
+    handlers = {BodyTooLarge: _too_large, HTTPException: _http_error}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.library = lib  # for the server's model warm-up
     return SecurityMiddleware(app, guard)
