@@ -5,6 +5,7 @@ what the browser's access leaves with other servers on 127.0.0.1."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from fakes import PixelEmbedder, make_photos
@@ -104,3 +105,60 @@ def test_allowed_host_given_with_a_port_matches(index):
     for host in ("photos.lan:8765", "photos.lan", "[fd00::7]:8765"):
         assert c.get("/api/info", headers={"Host": host}).status_code == 200, host
     assert c.get("/api/info", headers={"Host": "other.lan:8765"}).status_code == 403
+
+
+# ------------------------------------------------------------------------- uploads isolated
+
+
+def gradient_png(side: int) -> bytes:
+    """A large but small-on-the-wire PNG (a few hundred KB): slow to decode, within limits."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    a = np.zeros((side, side, 3), np.uint8)
+    a[..., 0] = np.arange(side)[None, :] % 256
+    a[..., 1] = (np.arange(side)[:, None] // 7) % 256
+    out = io.BytesIO()
+    Image.fromarray(a).save(out, "PNG")
+    return out.getvalue()
+
+
+def upload(c, data: bytes):
+    return c.post("/api/search?k=3", files={"image": ("q.jpg", data, "image/jpeg")})
+
+
+def test_an_upload_that_crashes_the_decoder_costs_that_upload_only(index, tmp_path):
+    """Before: uploads were decoded in the server process: a decoder crash was the
+    server's. Here the decoder segfaults (in its worker) and the server answers 422, then
+    serves the next upload from a fresh worker: this test process is the server."""
+    c = client_for(index, upload_decode_fn="imagegen:marker_upload_decode")
+    good = (tmp_path / "photos" / "p0002.jpg").read_bytes()
+    r = upload(c, good + b"CRASH-ME")
+    assert r.status_code == 422, r.text
+    assert "SIGSEGV" in r.json()["error"] and "\n" not in r.json()["error"]
+    r = upload(c, good)
+    assert r.status_code == 200 and r.json()["results"][0]["score"] == pytest.approx(1.0)
+    assert c.get(r.json()["query"]["thumb"]).headers["content-type"] == "image/jpeg"
+
+
+def test_an_upload_that_decodes_too_long_is_stopped(index, tmp_path):
+    c = client_for(index, upload_decode_fn="imagegen:marker_upload_decode", upload_timeout_s=1)
+    good = (tmp_path / "photos" / "p0002.jpg").read_bytes()
+    t0 = time.monotonic()
+    r = upload(c, good + b"HANG-ME")
+    assert r.status_code == 422 and "longer than 1 s" in r.json()["error"], r.text
+    assert time.monotonic() - t0 < 10
+    assert upload(c, good).status_code == 200
+
+
+def test_a_real_slow_file_meets_the_real_decoders_time_limit(index, tmp_path):
+    """No test decoder here: a 36-megapixel PNG of 120 KB (within the pixel limit) takes
+    the real decoder over a second (1.3 s here), a small photo a few ms; the limit is
+    0.3 s. The next upload is served as usual."""
+    c = client_for(index, upload_timeout_s=0.3)
+    r = upload(c, gradient_png(6000))
+    assert r.status_code == 422 and "longer than 0.3 s" in r.json()["error"], r.text
+    small = (tmp_path / "photos" / "p0004.jpg").read_bytes()
+    assert upload(c, small).status_code == 200

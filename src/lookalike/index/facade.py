@@ -417,17 +417,23 @@ class Index:
             self._store, self._vectors, image_id, k, folder=folder, exact=exact
         )
 
-    def embed_bytes(self, data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    def embed_bytes(
+        self, data: bytes, *, max_pixels: int | None = None, decode: Any = None
+    ) -> np.ndarray:
         """The vector of an image given as bytes (an upload), decoded in memory.
 
         Args:
             data: the image file's bytes; never written anywhere.
             max_pixels: a stricter decompression-bomb limit than the index's.
+            decode: ``decode(data, preprocess, limits) -> (H, W, 3) uint8`` used instead of
+                :func:`~lookalike.decode.decode_bytes` (same contract, raising
+                :class:`~lookalike.decode.DecodeFailure`): the web server decodes uploads
+                in a worker process with a time limit.
 
         Raises:
             QueryError: the bytes are not a usable image; ``reason`` says why.
         """
-        return self._model.embed_bytes(data, self._decode_limits, max_pixels)
+        return self._model.embed_bytes(data, self._decode_limits, max_pixels, decode)
 
     # -- search by words (a CLIP index, #10) ----------------------------------------------
 

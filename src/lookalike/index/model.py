@@ -246,7 +246,11 @@ class Model:
         return vec  # type: ignore[no-any-return]
 
     def embed_bytes(
-        self, data: bytes, limits: DecodeLimits, max_pixels: int | None = None
+        self,
+        data: bytes,
+        limits: DecodeLimits,
+        max_pixels: int | None = None,
+        decode: Any = None,
     ) -> np.ndarray:
         """See :meth:`lookalike.Index.embed_bytes`."""
         from dataclasses import replace
@@ -257,7 +261,7 @@ class Model:
             limits = replace(limits, max_pixels=min(max_pixels, limits.max_pixels))
         embedder = self.get_embedder()
         try:
-            pixels = decode_bytes(data, embedder.setup.preprocess, limits)
+            pixels = (decode or decode_bytes)(data, embedder.setup.preprocess, limits)
         except DecodeFailure as e:
             raise QueryError(f"cannot read the image: {e.detail or e.reason}", e.reason) from None
         vec = embedder.embed_pixels(pixels[None])[0]

@@ -38,7 +38,7 @@ from .files import as_jpeg, media_type
 from .moves import Mover
 from .security import BodyTooLarge, Guard, SecurityMiddleware
 from .service import Library
-from .uploads import UploadError, image_part, read_body
+from .uploads import UploadDecoder, UploadError, image_part, read_body
 
 HERE = Path(__file__).parent
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -251,6 +251,8 @@ def create_app(
     allow_moves: bool = False,
     max_upload_pixels: int = 50_000_000,
     thumbs_dir: Path | None = None,
+    upload_timeout_s: float = 20.0,
+    upload_decode_fn: str | None = None,
 ) -> SecurityMiddleware:
     """The web UI over an open index, inside its guards.
 
@@ -262,6 +264,9 @@ def create_app(
             index (``<db>.trash/``), with an undo manifest.
         max_upload_pixels: decompression-bomb limit for uploads.
         thumbs_dir: thumbnail cache (default ``<db>.cache/thumbs``).
+        upload_timeout_s: seconds an upload may take to decode (in its worker process).
+        upload_decode_fn: ``"module:function"`` decoding uploads in the worker instead of
+            :func:`~lookalike.web.uploads.decode_upload` (tests).
 
     Example:
         >>> import uvicorn  # doctest: +SKIP
@@ -281,6 +286,7 @@ def create_app(
         Thumbnails(thumbs_dir),
         max_upload_pixels=max_upload_pixels,
         allow_moves=allow_moves and db is not None,
+        uploads=UploadDecoder(timeout_s=upload_timeout_s, decode_fn=upload_decode_fn),
     )
     mover = Mover(lib, db.with_name(db.name + ".trash")) if allow_moves and db else None
     r = Routes(lib, guard, mover)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError, QueryError
 from .files import Thumbnails, servable
+from .uploads import UploadDecoder
 
 T = TypeVar("T")
 _UPLOADS_KEPT = 64  # recent upload vectors (8 KB each at 2048-d) kept for reloads
@@ -40,6 +41,7 @@ class Library:
         thumbs: the thumbnail cache.
         max_upload_pixels: decompression-bomb limit for uploaded images.
         allow_moves: the server was started with ``--allow-moves``.
+        uploads: decodes uploads in a worker process (default: 20 s per upload).
     """
 
     def __init__(
@@ -49,9 +51,11 @@ class Library:
         *,
         max_upload_pixels: int = 50_000_000,
         allow_moves: bool = False,
+        uploads: UploadDecoder | None = None,
     ) -> None:
         self.index = index
         self.thumbs = thumbs
+        self.uploads = uploads or UploadDecoder()
         self.max_upload_pixels = max_upload_pixels
         self.allow_moves = allow_moves
         self._lock = threading.Lock()
@@ -159,14 +163,27 @@ class Library:
         self._check_k(k)
         key = hashlib.sha256(data).hexdigest()[:24]
         if key not in self._uploads:
-            vec = self.embed(data)
-            self._remember(key, vec, self._upload_thumb(data))
+            vec, preview = self.embed_upload(data)
+            self._remember(key, vec, preview)
         return self.search_upload_key(key, k, folder)
 
     def embed(self, data: bytes) -> np.ndarray:
         """The vector of uploaded bytes (loads the model on first use)."""
+        return self.embed_upload(data)[0]
+
+    def embed_upload(self, data: bytes) -> tuple[np.ndarray, bytes | None]:
+        """The vector of uploaded bytes and their preview JPEG (``None`` if none could be
+        made); both decoded in the upload worker process, never here."""
+        previews: list[bytes | None] = []
+
+        def decode(raw: bytes, pre: Any, limits: Any) -> np.ndarray:
+            pixels, preview = self.uploads.decode(raw, pre, limits)
+            previews.append(preview)
+            return pixels
+
         with self._embed_lock:
-            return self.index.embed_bytes(data, max_pixels=self.max_upload_pixels)  # type: ignore[no-any-return]
+            vec = self.index.embed_bytes(data, max_pixels=self.max_upload_pixels, decode=decode)
+        return vec, (previews[0] if previews else None)
 
     def search_upload_key(self, key: str, k: int, folder: str | None) -> dict[str, Any]:
         self._check_k(k)
@@ -183,18 +200,6 @@ class Library:
     def upload_thumb(self, key: str) -> bytes | None:
         entry = self._uploads.get(key)
         return entry[1] if entry is not None else None
-
-    def _upload_thumb(self, data: bytes) -> bytes | None:
-        from dataclasses import replace
-
-        from ..decode import DecodeFailure
-        from .files import upload_thumbnail
-
-        limits = replace(self.thumbs.limits, max_pixels=self.max_upload_pixels)
-        try:
-            return upload_thumbnail(data, limits)
-        except DecodeFailure:
-            return None  # it embedded, so this is unlikely; the page shows no preview
 
     def _remember(self, key: str, vec: np.ndarray, thumb: bytes | None) -> None:
         with self._lock:
