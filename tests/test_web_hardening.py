@@ -162,3 +162,65 @@ def test_a_real_slow_file_meets_the_real_decoders_time_limit(index, tmp_path):
     assert r.status_code == 422 and "longer than 0.3 s" in r.json()["error"], r.text
     small = (tmp_path / "photos" / "p0004.jpg").read_bytes()
     assert upload(c, small).status_code == 200
+
+
+# ------------------------------------------------------------------------- access
+
+
+def test_image_urls_in_answers_are_signed_and_open_that_image_only(index):
+    """An ``<img>`` sends no header, and a cookie would reach every port: the API hands
+    out image and thumbnail URLs signed for their own path, under a key drawn at each
+    start. A signed URL opens that one image, nothing else, on this server only."""
+    c = client_for(index)
+    images = c.get("/api/images?limit=2").json()["images"]
+    anonymous = TestClient(c.app, base_url=BASE, raise_server_exceptions=False)
+    first, second = images
+    assert "sig=" in first["thumb"] and "sig=" in first["image"]
+    assert anonymous.get(first["thumb"]).headers["content-type"] == "image/jpeg"
+    assert anonymous.get(first["image"]).status_code == 200
+    sig = first["image"].split("sig=")[1]
+    for path in (f"/image/{second['id']}", f"/thumb/{first['id']}", "/api/info", "/api/images"):
+        assert anonymous.get(f"{path}?sig={sig}").status_code == 401, path
+    assert anonymous.post(first["image"]).status_code == 401  # reading only
+    another = client_for(index)  # another server start: another key
+    anonymous_there = TestClient(another.app, base_url=BASE, raise_server_exceptions=False)
+    assert anonymous_there.get(first["image"]).status_code == 401
+    results = c.get(f"/api/similar/{first['id']}?k=2").json()
+    assert all("sig=" in r["thumb"] and "sig=" in r["image"] for r in results["results"])
+    dups = c.get("/api/duplicates?threshold=0.99").json()["groups"][0]["members"]
+    assert all("sig=" in m["image"] for m in dups)
+
+
+def test_no_cookie_is_ever_set(index, tmp_path):
+    c = client_for(index)
+    anonymous = TestClient(c.app, base_url=BASE, raise_server_exceptions=False)
+    data = (tmp_path / "photos" / "p0001.jpg").read_bytes()
+    responses = [
+        anonymous.get(f"/?token={TOKEN}"),
+        anonymous.get("/"),
+        c.get("/api/info"),
+        c.get("/api/images"),
+        c.post("/api/search", files={"image": ("q.jpg", data, "image/jpeg")}),
+        anonymous.get("/api/info"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 401]
+    assert all("set-cookie" not in r.headers for r in responses)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}, 403),  # <img> on :3000
+        ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}, 403),  # fetch() elsewhere
+        ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}, 200),  # a link
+        ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors"}, 200),  # our page
+        ({"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}, 200),  # typed or pasted
+    ],
+)
+def test_background_requests_from_other_origins_are_refused(index, headers, status):
+    """Other ports of 127.0.0.1 are the same *site*: their pages' requests carry whatever
+    the browser holds for us. Anything but a navigation from another origin is refused
+    before any work, whatever credential it carries."""
+    c = client_for(index)
+    thumb = c.get("/api/images?limit=1").json()["images"][0]["thumb"]
+    assert c.get(thumb, headers=headers).status_code == status

@@ -2,10 +2,10 @@
 
 Routes (JSON unless noted; errors are ``{"error": message}`` with a 4xx status):
 
-    GET  /                           the page (HTML)
+    GET  /                           the page (HTML; loads without the token)
     GET  /api/info                   model, counts, folders, failed files, capabilities
-    GET  /api/images?offset=&limit=  {"total", "images": [{"id", "path", "thumb"}]}
-    GET  /api/images/{id}            {"id", "path", "thumb"}
+    GET  /api/images?offset=&limit=  {"total", "images": [{"id", "path", "thumb", "image"}]}
+    GET  /api/images/{id}            {"id", "path", "thumb", "image"}
     GET  /api/similar/{id}?k=&folder=  {"query", "results": [{"rank", "score", "path", "id"}]}
     POST /api/search                 multipart, field ``image``: the same
     GET  /api/search?text=           CLIP indexes: the same
@@ -15,6 +15,9 @@ Routes (JSON unless noted; errors are ``{"error": message}`` with a 4xx status):
     GET  /thumb/{id}                 JPEG thumbnail (ETag; immutable with ?v=)
     GET  /thumb/upload/{key}         the thumbnail of an upload
     GET  /image/{id}                 the file itself (or a JPEG of it)
+
+``thumb`` and ``image`` in answers are signed URLs (``?sig=``): they open without the token,
+that image only, while this server runs (:mod:`lookalike.web.security`).
 """
 
 from __future__ import annotations
@@ -142,6 +145,10 @@ class Routes:
 
     async def page(self, request: Request) -> Response:
         info = await run_in_threadpool(self.lib.info)
+        if request.scope.get("lookalike.access") != "token":
+            # The page loads without the token (a reload: the address bar no longer holds
+            # it), so it shows nothing of the index; the script fills the counts in.
+            info = {**info, "images": "", "model": None}
         html = self.page_template.render(
             info=info,
             clip=info["clip"],
@@ -287,6 +294,7 @@ def create_app(
         max_upload_pixels=max_upload_pixels,
         allow_moves=allow_moves and db is not None,
         uploads=UploadDecoder(timeout_s=upload_timeout_s, decode_fn=upload_decode_fn),
+        sign=guard.signed,
     )
     mover = Mover(lib, db.with_name(db.name + ".trash")) if allow_moves and db else None
     r = Routes(lib, guard, mover)

@@ -28,6 +28,10 @@ MAX_PAGE = 500
 _FOLDERS_TTL = 5.0
 
 
+def _unsigned(path: str, query: str) -> str:
+    return f"{path}?{query}" if query else path
+
+
 def shown(path: str) -> str:
     """A path as valid UTF-8 text: undecodable bytes (surrogate escapes) as ``\\xNN``."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -42,6 +46,8 @@ class Library:
         max_upload_pixels: decompression-bomb limit for uploaded images.
         allow_moves: the server was started with ``--allow-moves``.
         uploads: decodes uploads in a worker process (default: 20 s per upload).
+        sign: ``sign(path, query) -> URL`` for the image and thumbnail URLs in answers
+            (:meth:`lookalike.web.security.Guard.signed`: an ``<img>`` sends no token).
     """
 
     def __init__(
@@ -52,10 +58,12 @@ class Library:
         max_upload_pixels: int = 50_000_000,
         allow_moves: bool = False,
         uploads: UploadDecoder | None = None,
+        sign: Callable[[str, str], str] | None = None,
     ) -> None:
         self.index = index
         self.thumbs = thumbs
         self.uploads = uploads or UploadDecoder()
+        self.sign = sign or _unsigned
         self.max_upload_pixels = max_upload_pixels
         self.allow_moves = allow_moves
         self._lock = threading.Lock()
@@ -102,10 +110,18 @@ class Library:
 
     def thumb_url(self, image_id: int, path: str) -> str:
         version = self.thumbs.version(path)
-        return f"/thumb/{image_id}" + (f"?v={version}" if version else "")
+        return self.sign(f"/thumb/{image_id}", f"v={version}" if version else "")
+
+    def image_url(self, image_id: int) -> str:
+        return self.sign(f"/image/{image_id}", "")
 
     def _image(self, image_id: int, path: str) -> dict[str, Any]:
-        return {"id": image_id, "path": shown(path), "thumb": self.thumb_url(image_id, path)}
+        return {
+            "id": image_id,
+            "path": shown(path),
+            "thumb": self.thumb_url(image_id, path),
+            "image": self.image_url(image_id),
+        }
 
     def images(self, offset: int, limit: int) -> dict[str, Any]:
         if offset < 0 or not 0 <= limit <= MAX_PAGE:
@@ -139,6 +155,7 @@ class Library:
                 "path": shown(h.path),
                 "id": h.id,
                 "thumb": self.thumb_url(h.id, h.path) if h.id is not None else None,
+                "image": self.image_url(h.id) if h.id is not None else None,
             }
             for h in hits
         ]
@@ -194,7 +211,8 @@ class Library:
                 "unknown-upload",
             )
         hits = self.locked(self.index.search_vector, entry[0], k, folder=folder)
-        query = {"upload": key, "thumb": f"/thumb/upload/{key}" if entry[1] else None}
+        thumb = self.sign(f"/thumb/upload/{key}", "") if entry[1] else None
+        query = {"upload": key, "thumb": thumb}
         return {"query": query, "results": self._results(hits)}
 
     def upload_thumb(self, key: str) -> bytes | None:
@@ -244,6 +262,7 @@ class Library:
                         "score": round(float(m.score), 6),
                         "id": image_id,
                         "thumb": self.thumb_url(image_id, m.path) if image_id else None,
+                        "image": self.image_url(image_id) if image_id else None,
                         "size": getattr(m, "size", -1),
                         "width": getattr(m, "width", 0),
                         "height": getattr(m, "height", 0),
