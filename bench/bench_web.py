@@ -43,6 +43,8 @@ import urllib.parse
 from pathlib import Path
 
 import numpy as np
+from _common import ROOT  # noqa: F401  (puts tests/ on sys.path for helpers)
+from helpers import save_random_model, start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -80,7 +82,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def write_photos(folder: Path, count: int) -> list[Path]:
     from PIL import Image
 
-    from lookalike._samples import load_originals
+    from lookalike.demo.samples import load_originals
 
     folder.mkdir(parents=True, exist_ok=True)
     originals = list(load_originals().values())
@@ -119,14 +121,7 @@ def build_index(root: Path, n: int, dim: int, photos: int) -> Path:
 
 
 def resnet50_weights(path: Path) -> Path:
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = timm.create_model("resnet50", pretrained=False).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    return save_random_model(path, "resnet50", seed=0)
 
 
 # ------------------------------------------------------------------------------ the server
@@ -134,12 +129,8 @@ def resnet50_weights(path: Path) -> Path:
 
 class Server:
     def __init__(self, db: Path, weights: Path, env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", "0"]
-        cmd += ["--no-open", "--model", "resnet50", "--weights", str(weights)]
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        args = ["--db", str(db), "--model", "resnet50", "--weights", str(weights)]
+        self.proc, self.url = start_server(args, env, wait=120)
         parts = urllib.parse.urlsplit(self.url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.token = urllib.parse.parse_qs(parts.query)["token"][0]
@@ -172,13 +163,10 @@ class Server:
         return r.status, out, server_ms(r)
 
     def stop(self) -> int:
-        self.proc.send_signal(2)
         try:
-            self.proc.communicate(timeout=30)
+            return stop_server(self.proc, timeout=30)[0]
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-        return self.proc.returncode
+            return self.proc.returncode
 
 
 def server_ms(response: http.client.HTTPResponse) -> float:

@@ -24,7 +24,7 @@ declare -A MODULES=(
     [pooling]="src/lookalike/embed/pooling.py|tests/test_embed.py -k pool or flatten"
     [store]="src/lookalike/store/sqlite.py|tests/test_store.py tests/test_index.py -k not import_torch"
     [pipeline]="src/lookalike/pipeline.py|tests/test_index.py tests/test_index_promises.py -k not ann and not exact and not import_torch"
-    [index]="src/lookalike/index.py|tests/test_index.py tests/test_index_promises.py -k not import_torch"
+    [index]="src/lookalike/index/*|tests/test_index.py tests/test_index_promises.py -k not import_torch"
     [vectors]="src/lookalike/vectors/*|tests/test_vectors.py tests/test_vectors_ann.py"
 )
 ORDER=(pooling store pipeline index vectors)

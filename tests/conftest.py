@@ -14,25 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import calibrate_batch_norms, save_random_model, smooth_images
 
 TINY_MODEL = "test_resnet.r160_in1k"
 # A commit hash for the fake hub snapshot (any 40 hex digits).
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def smooth_images(n: int, size: tuple[int, int] = (224, 224), seed: int = 0) -> np.ndarray:
-    """Random smooth colour images, more like photos than pixel noise.
-
-    Returns:
-        (n, H, W, 3) uint8.
-    """
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, 3, 6, 6, generator=gen)
-    img = torch.nn.functional.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
-    img = img + 0.04 * torch.randn(n, 3, *size, generator=gen)  # a little texture
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 @pytest.fixture(scope="session")
@@ -41,24 +27,11 @@ def smooth_pixels():
     return smooth_images
 
 
-def _save_random_model(path: Path, name: str, seed: int, **kwargs) -> Path:
-    """Save a random-init timm model *with* its classifier head, like a hub file."""
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = timm.create_model(name, pretrained=False, **kwargs).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Random ``test_resnet`` weights as ``.safetensors``, with the ``fc.*`` head (1000 classes)."""
     path = tmp_path_factory.mktemp("weights") / "test_resnet.safetensors"
-    return _save_random_model(path, "test_resnet", seed=0)
+    return save_random_model(path, "test_resnet", seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -76,17 +49,9 @@ def resnet50_weights(tmp_path_factory) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(50)
         model = timm.create_model("resnet50", pretrained=False, zero_init_last=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: one pass gives the batch's exact statistics
-    x = torch.from_numpy(smooth_images(8, (128, 128), seed=50)).permute(0, 3, 1, 2).float()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    with torch.no_grad():
-        model.train()(((x / 255) - mean) / std)
+    model = calibrate_batch_norms(model, smooth_images(8, (128, 128), seed=50))
     path = tmp_path_factory.mktemp("weights") / "resnet50.safetensors"
-    save_file({k: v.contiguous() for k, v in model.eval().state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
 
 
@@ -180,9 +145,9 @@ def sample_photos() -> dict[str, np.ndarray]:
         name -> (H, W, 3) uint8 RGB, read-only, at most 1024 px a side, in a fixed order
         (21 photos: ``chelsea``, ``coffee``, ``astronaut``, ``china``, ``grace_hopper``...;
         of the stereo pair ``motorcycle_left``/``_right`` only the left one). Edited copies:
-        ``lookalike._samples.edited_copies`` / ``copy_detection_set``.
+        ``lookalike.demo.samples.edited_copies`` / ``copy_detection_set``.
     """
-    from lookalike._samples import load_originals
+    from lookalike.demo.samples import load_originals
 
     out = {}
     for name, im in load_originals().items():

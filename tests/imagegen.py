@@ -387,3 +387,18 @@ def marker_decode(path: bytes, pre: object, limits: object, **kw: object):
         hog = bytearray(8 << 30)
         del hog
     return decode_path(path, pre, limits, **kw)  # type: ignore[arg-type]
+
+
+def marker_upload_decode(path: bytes, pre: object, limits: object, **kw: object):
+    """A ``decode_fn`` for the web server's upload worker: misbehaves when the uploaded
+    bytes contain a marker (``path`` carries them). ``CRASH-ME``: a segmentation fault;
+    ``HANG-ME``: sleeps ten minutes. Anything else decodes as the server does."""
+    from lookalike.web.uploads import decode_upload
+
+    if b"CRASH-ME" in path:
+        import ctypes
+
+        ctypes.string_at(0)
+    if b"HANG-ME" in path:
+        time.sleep(600)
+    return decode_upload(path, pre, limits, **kw)  # type: ignore[arg-type]

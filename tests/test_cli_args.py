@@ -18,7 +18,7 @@ from fakes import make_photos
 
 from lookalike import Index
 from lookalike.errors import IndexBusyError, IndexNotFoundError
-from lookalike.index_lock import update_lock
+from lookalike.index.lock import update_lock
 
 TINY = "test_resnet.r160_in1k"
 
@@ -237,7 +237,7 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
     db = tmp_path / "x.db"
     code = (
         "import sys, time\n"
-        "from lookalike.index_lock import update_lock\n"
+        "from lookalike.index.lock import update_lock\n"
         f"with update_lock({str(db)!r}):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(600)\n"

@@ -306,6 +306,24 @@ def test_device_flag(cli, tmp_path):
     assert "tpu" in result.stderr
 
 
+def test_a_photo_given_as_db_is_not_an_index(cli, tmp_path):
+    """#20: ``--db photos/china.jpg`` said "index ... is damaged; move it aside and rebuild
+    it with `lookalike index FOLDER --db photos/china.jpg`": an invitation to overwrite the
+    photo. Now every command says it is not an index, and the folder is left as it was."""
+    photos = make_photos(tmp_path / "photos", 2)
+    target = photos / "p0000.jpg"
+    before = target.read_bytes()
+    expected = (
+        f"lookalike: error: {target} is not a lookalike index (it is not a SQLite database); "
+        "nothing was changed: give --db an index file, or a new file name to make one\n"
+    )
+    for args in (["info"], ["index", photos, "--workers", "0"], ["search", photos / "p0001.jpg"]):
+        result = cli(*args, "--db", target, rc=1)
+        assert result.stderr == expected, args
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(photos)) == ["p0000.jpg", "p0001.jpg"]
+
+
 # --- expected errors: one line, never a traceback --------------------------------------------
 
 

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 
 from lookalike import Index  # noqa: E402
 from lookalike.embed import openvino_runtime as ovr  # noqa: E402
-from lookalike.embed.clip_tokenizer import ClipTokenizer  # noqa: E402
+from lookalike.embed.clip.tokenizer import ClipTokenizer  # noqa: E402
 from lookalike.errors import (  # noqa: E402
     ConfigError,
     SetupMismatchError,
@@ -64,7 +64,7 @@ def clip_model(clip_configs):
     """The tiny open_clip model (random weights, fp32, eval) and its checkpoint file."""
     from safetensors.torch import save_file
 
-    from lookalike.embed.clip_embedder import build_model
+    from lookalike.embed.clip.embedder import build_model
 
     with torch.random.fork_rng():
         torch.manual_seed(10)
@@ -142,7 +142,7 @@ def test_text_and_image_vectors_share_the_dimension_and_are_unit(clip_index, pho
 
 @pytest.mark.parametrize("precision,min_cos", [("fp32", 0.9999), ("bf16", 0.99)])
 def test_image_vectors_equal_open_clips_encode_image(clip_model, precision, min_cos):
-    from lookalike.embed.clip_embedder import load_clip_embedder
+    from lookalike.embed.clip.embedder import load_clip_embedder
     from lookalike.setup import EmbedderOptions
 
     model, weights = clip_model

@@ -501,3 +501,35 @@ def test_a_first_run_builds_the_model_once(tmp_path, tiny_weights, monkeypatch):
     live = load_embedder(opts(tiny_weights, precision="fp32"))
     pixels, _ = decode_path(str(photos / "p1.png"), live.setup.preprocess)
     assert float(live.embed_pixels(pixels[None])[0] @ want) >= 0.99
+
+
+@pytest.mark.skipif(not ovr.available(), reason="openvino is not installed")
+def test_an_openvino_run_writes_nothing_in_home(tmp_path, tiny_weights):
+    """#20: ``import openvino`` and each ``convert_model`` started OpenVINO's telemetry,
+    which wrote ``~/intel/openvino_ga_cid`` and ``~/intel/stats`` (and queued events for
+    Google Analytics). A real ``lookalike index`` that converts the model, with an empty
+    ``HOME``, leaves it empty."""
+    home = tmp_path / "home"
+    home.mkdir()
+    photos = tmp_path / "photos"
+    for i in range(2):
+        photo(photos / f"p{i}.jpg", i)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "XDG_DATA_HOME")}
+    env.update(
+        HOME=str(home),
+        LOOKALIKE_CACHE=str(tmp_path / "cache"),  # empty: the model is converted here
+        LOOKALIKE_MODEL=TINY,
+        LOOKALIKE_WEIGHTS=str(tiny_weights),
+        HF_HUB_OFFLINE="1",
+    )
+    args = ["index", str(photos), "--db", str(tmp_path / "i.db"), "--backend", "openvino"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lookalike", *args, "--workers", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cache" / "models").is_dir()  # it did convert
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []

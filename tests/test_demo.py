@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lookalike import demo
-from lookalike._samples import DEMO_EDITS
+from lookalike.demo.samples import DEMO_EDITS
 from lookalike.embed import shipped
 from lookalike.errors import MissingDependencyError
 

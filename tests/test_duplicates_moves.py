@@ -53,6 +53,19 @@ def cli(*args, rc=0, timeout=120):
     return out, err
 
 
+def web_client(idx: Index, **kw):
+    """The web app over ``idx``, as the page talks to it (a bearer token)."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from lookalike.web import create_app
+    from lookalike.web.security import Guard
+
+    c = TestClient(create_app(idx, guard=Guard(token="t"), **kw), base_url="http://127.0.0.1:8765")
+    c.headers["Authorization"] = "Bearer t"
+    return c
+
+
 # -- case 1: one file under two names ---------------------------------------------------
 
 
@@ -80,19 +93,11 @@ def test_a_link_and_the_file_it_names_are_never_copies(tmp_path):
 
 
 def test_the_web_review_never_moves_a_file_away_from_under_its_link(tmp_path):
-    pytest.importorskip("starlette")
-    from starlette.testclient import TestClient
-
-    from lookalike.web import create_app
-    from lookalike.web.security import Guard
-
     photos = tmp_path / "photos"
     real = photo(photos / "chelsea.png", 1)
     (photos / "a_cat_link.png").symlink_to("chelsea.png")
     with pixel_index(tmp_path / "web.db", photos, follow_links=True) as idx:
-        app = create_app(idx, guard=Guard(token="t"), allow_moves=True)
-        c = TestClient(app, base_url="http://127.0.0.1:8765")
-        c.cookies.set("lookalike_token_8765", "t")
+        c = web_client(idx, allow_moves=True)
         assert c.get("/api/duplicates?threshold=0.95").json()["groups"] == []
         ids = {os.path.basename(i["path"]): i["id"] for i in c.get("/api/images").json()["images"]}
         body = {"ids": [ids["chelsea.png"]], "threshold": 0.95, "confirm": True}
@@ -156,21 +161,13 @@ def test_undo_gives_the_rows_back_on_postgres(tmp_path, pg_url):
 
 
 def test_a_web_move_undone_from_the_command_line(tmp_path):
-    pytest.importorskip("starlette")
-    from starlette.testclient import TestClient
-
-    from lookalike.web import create_app
-    from lookalike.web.security import Guard
-
     photos = tmp_path / "photos"
     for k in range(3):
         orig = photo(photos / f"p{k}.png", k)
         copy_of(orig, photos / f"p{k}_copy.jpg")
     db = tmp_path / "web.db"
     with pixel_index(db, photos) as idx:
-        app = create_app(idx, guard=Guard(token="t"), allow_moves=True)
-        c = TestClient(app, base_url="http://127.0.0.1:8765")
-        c.cookies.set("lookalike_token_8765", "t")
+        c = web_client(idx, allow_moves=True)
         groups = c.get("/api/duplicates?threshold=0.98").json()["groups"]
         ids = [m["id"] for g in groups for m in g["members"] if not m["keep"]]
         body = {"ids": ids, "threshold": 0.98, "confirm": True}
@@ -256,18 +253,11 @@ def test_a_fifo_never_hangs_the_command(fifo_library, tmp_path):
 
 
 def test_a_fifo_never_freezes_the_web_server(fifo_library):
-    pytest.importorskip("starlette")
     import threading
-
-    from starlette.testclient import TestClient
-
-    from lookalike.web import create_app
-    from lookalike.web.security import Guard
 
     db, _paths = fifo_library
     with Index.open(db) as idx:
-        c = TestClient(create_app(idx, guard=Guard(token="t")), base_url="http://127.0.0.1:8765")
-        c.cookies.set("lookalike_token_8765", "t")
+        c = web_client(idx)
         answers = []
         t = threading.Thread(
             target=lambda: answers.append(c.get("/api/duplicates?threshold=0.95")), daemon=True
@@ -282,19 +272,11 @@ def test_a_fifo_never_freezes_the_web_server(fifo_library):
 
 
 def test_the_web_trash_inside_an_indexed_folder_is_refused(tmp_path):
-    pytest.importorskip("starlette")
-    from starlette.testclient import TestClient
-
-    from lookalike.web import create_app
-    from lookalike.web.security import Guard
-
     photos = tmp_path / "photos"
     orig = photo(photos / "a.png", 1)
     copy_of(orig, photos / "a_copy.jpg")
     with pixel_index(photos / "web.db", photos) as idx:  # the index among the photos
-        app = create_app(idx, guard=Guard(token="t"), allow_moves=True)
-        c = TestClient(app, base_url="http://127.0.0.1:8765")
-        c.cookies.set("lookalike_token_8765", "t")
+        c = web_client(idx, allow_moves=True)
         ids = {os.path.basename(i["path"]): i["id"] for i in c.get("/api/images").json()["images"]}
         body = {"ids": [ids["a_copy.jpg"]], "threshold": 0.98, "confirm": True}
         r = c.post("/api/duplicates/move", json=body)

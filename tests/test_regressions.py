@@ -393,11 +393,11 @@ v = np.load(sys.argv[2])
 batch = WriteBatch(upserts=[(f"/new/{i}.jpg".encode(), -1, -1, None, x) for i, x in enumerate(v)])
 with Index.open(sys.argv[1]) as idx:
     idx.search_vector(v[0], k=1)
-    with idx._committing():
+    with idx._vectors.committing():
         result = idx._store.write(batch)
         print("committed", flush=True)
         time.sleep(1.0)  # the commit is in flight: in the store, not yet in the cache
-        idx._on_commit(result)
+        idx._vectors.on_commit(result)
 """
 
 

@@ -7,7 +7,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from lookalike.errors import IndexCorruptError, SchemaTooNewError, StoreError, StoreWriteError
+from lookalike.errors import (
+    IndexCorruptError,
+    NotAnIndexError,
+    SchemaTooNewError,
+    StoreError,
+    StoreWriteError,
+)
 from lookalike.store import SQLiteStore, WriteBatch
 
 
@@ -117,11 +123,43 @@ def test_failed_commit_rolls_back(store, monkeypatch):
     assert store.integrity_check() == "ok"
 
 
-def test_not_a_database_is_a_clear_error(tmp_path):
+def test_not_a_database_is_not_an_index_and_is_left_alone(tmp_path):
+    """#20: a photo given as --db is "not an index", never "damaged: rebuild it there"."""
     p = tmp_path / "junk.db"
     p.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(IndexCorruptError, match="rebuild"):
+    with pytest.raises(NotAnIndexError, match="not a SQLite database") as err:
         SQLiteStore(p)
+    assert "rebuild" not in str(err.value) and "nothing was changed" in str(err.value)
+    assert p.read_bytes() == b"this is not sqlite" * 100
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["junk.db"]  # no -wal, no -shm
+
+
+def test_another_programs_sqlite_database_is_not_touched(tmp_path):
+    """#20: a SQLite file with other tables is refused before anything is written to it
+    (before: our four tables were created beside the other program's, WAL mode switched on)."""
+    p = tmp_path / "notes.db"
+    db = sqlite3.connect(p)
+    db.execute("CREATE TABLE notes(body TEXT)")
+    db.execute("INSERT INTO notes VALUES ('keep me')")
+    db.commit()
+    db.close()
+    before = p.read_bytes()
+    with pytest.raises(NotAnIndexError, match="other tables: notes"):
+        SQLiteStore(p)
+    assert p.read_bytes() == before
+
+
+def test_a_damaged_index_still_says_rebuild(tmp_path):
+    s = SQLiteStore(tmp_path / "i.db")
+    s.write(WriteBatch(upserts=[(b"/a/%d.jpg" % i, 1, 2, "h", unit(i)) for i in range(300)]))
+    s.close()
+    p = tmp_path / "i.db"
+    data = bytearray(p.read_bytes())
+    data[4096:8192] = b"\xff" * 4096  # page 2 trashed; the header still says SQLite
+    p.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match="rebuild") as err:
+        SQLiteStore(p)
+    assert not isinstance(err.value, NotAnIndexError)
 
 
 def test_newer_schema_asks_for_upgrade(tmp_path):

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from lookalike import Index
-from lookalike._samples import edited_copies
 from lookalike.decode.model_input import to_model_input
+from lookalike.demo.samples import edited_copies
 from lookalike.embed import load_embedder, shipped, weights_fingerprint
 from lookalike.errors import WeightsMismatchError, WeightsUnavailableError
 from lookalike.setup import EmbedderOptions
@@ -192,7 +192,7 @@ def test_index_records_and_keeps_the_package_weights(tmp_path, sample_photo_dir)
 def test_an_edited_copy_finds_its_original_first(tmp_path, sample_photo_dir, sample_photos):
     """Each edit (crop, flip, grey, JPEG 20, resize) of each photo ranks its original first
     among the other sample photos."""
-    from lookalike._samples import write_images
+    from lookalike.demo.samples import write_images
 
     originals = {n: Image.fromarray(a) for n, a in sample_photos.items()}
     copies = edited_copies(originals, RETRIEVAL_EDITS, seed=7)

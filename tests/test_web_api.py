@@ -52,11 +52,13 @@ def index(tmp_path, photos):
 
 
 def client_for(index, *, token=TOKEN, cookie=True, **kw):
+    """A client that authenticates as the page does (``Authorization: Bearer``);
+    ``cookie=False``: without it (the name is kept from when the page used a cookie)."""
     guard = Guard(token=token, max_body_bytes=kw.pop("max_body_bytes", 20 * 1024 * 1024))
     app = create_app(index, guard=guard, **kw)
     c = TestClient(app, base_url=BASE)
     if token and cookie:
-        c.cookies.set("lookalike_token_8765", token)
+        c.headers["Authorization"] = f"Bearer {token}"
     return c
 
 
@@ -262,24 +264,32 @@ def test_same_origin_post_accepted(client, photos):
 def test_access_token(index):
     c = client_for(index, cookie=False)
     assert c.get("/api/info").status_code == 401
-    assert c.get("/").status_code == 401
     assert c.get("/thumb/1").status_code == 401
+    assert c.get("/image/1").status_code == 401
     assert c.get("/api/info?token=wrong").status_code == 401
+    assert c.get("/?token=wrong").status_code == 401  # a stale link: the page says so
     assert c.get("/api/info", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     r = c.get(f"/?token={TOKEN}")
-    assert r.status_code == 200
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN in cookie
-    # The browser now sends the cookie: the page's own requests need no token in the URL.
-    assert c.get("/api/info").status_code == 200
+    assert r.status_code == 200 and 'data-total="13"' in r.text
+    assert "set-cookie" not in r.headers  # #20: no cookie, ever (other ports would get it)
+    # The page and its files load without the token (a reload), showing nothing of the
+    # index; everything it then asks for needs the token.
+    shell = c.get("/")
+    assert shell.status_code == 200 and 'data-total=""' in shell.text
+    assert "13 images" not in shell.text and "fake-pixels" not in shell.text
+    assert c.get("/static/app.js").status_code == 200
+    assert c.get("/api/images").status_code == 401
     # Scripts: ?token= on every request, POST included.
     fresh = client_for(index, cookie=False)
     r = fresh.post(f"/api/search?token={TOKEN}", files={"image": ("x", b"junk")})
     assert r.status_code == 422
-    # A cookie for another port (another lookalike server) is not this server's.
-    other = client_for(index, cookie=False)
-    other.cookies.set("lookalike_token_9999", TOKEN)
-    assert other.get("/api/info").status_code == 401
+    # The cookie an older lookalike set, still in a browser: worth nothing, and expired.
+    old = client_for(index, cookie=False)
+    old.cookies.set("lookalike_token_8765", TOKEN)
+    r = old.get("/api/info")
+    assert r.status_code == 401
+    assert r.headers["set-cookie"].startswith("lookalike_token_8765=;")
+    assert "Max-Age=0" in r.headers["set-cookie"]
 
 
 @pytest.mark.parametrize(
@@ -666,7 +676,7 @@ def test_text_search_on_a_clip_index(tmp_path, monkeypatch, smooth_pixels):
     from PIL import Image
     from safetensors.torch import save_file
 
-    from lookalike.embed.clip_embedder import build_model
+    from lookalike.embed.clip.embedder import build_model
 
     cfg = {
         "embed_dim": 64,

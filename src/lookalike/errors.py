@@ -19,6 +19,7 @@ its message as one line; anything else is a bug and may show a traceback.
         ├── SetupMismatchError      built with another model, weights, pooling or preprocessing
         ├── SchemaTooNewError       written by a newer lookalike: upgrade
         ├── IndexCorruptError       not a database, or fails its check (says how to rebuild)
+        │   └── NotAnIndexError     some other file (a photo, another program's database)
         ├── StoreWriteError         a commit failed (disk full, I/O error); rolled back
         ├── IndexNotFoundError      a read-only command on a missing index (says how to make one)
         └── IndexBusyError          another process is updating this index (and we may not wait)
@@ -116,6 +117,12 @@ class SchemaTooNewError(StoreError):
 
 class IndexCorruptError(StoreError):
     """The index file is not a usable SQLite database."""
+
+
+class NotAnIndexError(IndexCorruptError):
+    """The file is not a lookalike index at all: not a SQLite database (a photo given as
+    ``--db``), or another program's SQLite database. Nothing was written to it, and the
+    message never suggests overwriting it."""
 
 
 class StoreWriteError(StoreError):

@@ -1,6 +1,7 @@
 """The glue between :class:`~lookalike.Index` and the duplicate search: which threshold,
 calibrating it, and keeping the index in step with moved files. ``Index`` calls these
-from thin entry points; they use its store, cache folder and embedder."""
+from thin entry points with :class:`IndexParts`: its store, cache folder, decode limits,
+embedder, vector search and commit, and nothing else of the index."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..decode import DecodeLimits
 from ..errors import ConfigError, LookalikeError
 from ..paths import path_forms, resolved
-from ..store import WriteBatch
+from ..store import Store, WriteBatch
 from ..store.base import folder_prefix
 from .calibrate import DEFAULT_THRESHOLD, META_KEY, calibrate, setup_key
 from .find import find_duplicates, identical_sets
@@ -25,6 +29,27 @@ from .keep import DEFAULT_KEEP
 from .move import move_groups
 from .types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 from .undo import undo_moves
+
+
+@dataclass(frozen=True)
+class IndexParts:
+    """What the duplicate search needs of an index.
+
+    Attributes:
+        store: the index's store.
+        cache_dir: ``<db>.cache/`` (the vector cache); ``None`` for a server store.
+        limits: decode limits for the edited copies calibration embeds.
+        get_embedder: the index's embedder, loaded on first call.
+        vector_search: the :class:`~lookalike.vectors.VectorSearch` over the cache.
+        commit: writes a :class:`~lookalike.store.WriteBatch` and keeps the cache in step.
+    """
+
+    store: Store
+    cache_dir: Path | None
+    limits: DecodeLimits
+    get_embedder: Callable[[], Any]
+    vector_search: Callable[[], Any]
+    commit: Callable[[WriteBatch], None]
 
 
 def _path_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -39,13 +64,13 @@ def _lookup(store: Any, path: str) -> Any:
     return None
 
 
-def _key(idx: Any) -> str:
-    return setup_key(idx._store.get_meta("setup"), idx._store.dim())
+def _key(idx: IndexParts) -> str:
+    return setup_key(idx.store.get_meta("setup"), idx.store.dim())
 
 
-def recorded_calibration(idx: Any) -> Calibration | None:
+def recorded_calibration(idx: IndexParts) -> Calibration | None:
     """The index's calibration, if one was made for its current setup."""
-    text = idx._store.get_meta(META_KEY)
+    text = idx.store.get_meta(META_KEY)
     if not text:
         return None
     try:
@@ -56,25 +81,25 @@ def recorded_calibration(idx: Any) -> Calibration | None:
 
 
 def calibrate_index(
-    idx: Any, target_precision: float = 0.95, sample: int = 60, seed: int = 0
+    idx: IndexParts, target_precision: float = 0.95, sample: int = 60, seed: int = 0
 ) -> Calibration:
     """Calibrate on the index's images, record the result in the index, return it."""
     from ..vectors import VectorCache
 
-    if idx._cache_dir is None:
+    if idx.cache_dir is None:
         raise ConfigError(
             "calibrating the duplicate threshold needs a SQLite index for now; "
             "pass --threshold (e.g. 0.85) on a PostgreSQL index"
         )
-    embedder = idx._get_embedder()
-    cache = VectorCache.open(idx._cache_dir, idx._store)
+    embedder = idx.get_embedder()
+    cache = VectorCache.open(idx.cache_dir, idx.store)
     try:
         ids = np.asarray(cache.ids)
         rows = np.flatnonzero(ids >= 0)
         rng = np.random.default_rng(seed)
         order = rng.permutation(rows)
         same: dict[int, set[int]] = {}
-        for s in identical_sets(idx._store, np.sort(ids[rows])):
+        for s in identical_sets(idx.store, np.sort(ids[rows])):
             for i in s.tolist():
                 same[i] = set(s.tolist())
 
@@ -82,14 +107,14 @@ def calibrate_index(
             for start in range(0, len(order), 64):
                 part = np.sort(order[start : start + 64])
                 vecs = cache.gather(part)
-                paths = idx._store.paths_for(ids[part].tolist())
+                paths = idx.store.paths_for(ids[part].tolist())
                 for row, vec in zip(part.tolist(), vecs, strict=True):
                     path = paths.get(int(ids[row]))
                     if path is not None:
                         yield int(ids[row]), path, vec
 
         def neighbours(q: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return idx._vector_search().search(q, 64, exclude=exclude)  # type: ignore[no-any-return]
+            return idx.vector_search().search(q, 64, exclude=exclude)  # type: ignore[no-any-return]
 
         cal = calibrate(
             candidates(),
@@ -100,16 +125,16 @@ def calibrate_index(
             target_precision=target_precision,
             sample=sample,
             seed=seed,
-            limits=idx._decode_limits,
+            limits=idx.limits,
         )
     finally:
         cache.close()
-    idx._store.set_meta({META_KEY: json.dumps(cal.to_dict())})
+    idx.store.set_meta({META_KEY: json.dumps(cal.to_dict())})
     return cal
 
 
 def duplicate_report(
-    idx: Any,
+    idx: IndexParts,
     threshold: float | None = None,
     folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     keep: str | Sequence[str] = DEFAULT_KEEP,
@@ -123,7 +148,11 @@ def duplicate_report(
         # Calibration searches the local vector cache; a server store (PostgreSQL) has
         # none yet, so it uses the recorded or default threshold there.
         # Fewer than two images have no copies to find: nothing to calibrate either.
-        can = idx.setup is not None and idx._cache_dir is not None and idx._store.count() > 1
+        can = (
+            bool(idx.store.get_meta("setup"))
+            and idx.cache_dir is not None
+            and idx.store.count() > 1
+        )
         if cal is None and can and calibrate in ("auto", True):
             cal = calibrate_index(idx)
         source = "calibrated" if cal is not None else "default"
@@ -132,20 +161,20 @@ def duplicate_report(
         folders = [folders]
     wanted = [form for f in folders for form in path_forms(f)] if folders is not None else None
     report = find_duplicates(
-        idx._store, idx._cache_dir, float(threshold), folders=wanted, keep=keep, center=center
+        idx.store, idx.cache_dir, float(threshold), folders=wanted, keep=keep, center=center
     )
     report.threshold_source = source
     report.calibration = cal
     return report
 
 
-def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
+def record_moves(idx: IndexParts, moved: list[tuple[str, str]]) -> None:
     """The index follows moved files: a move inside an indexed folder keeps the image's
     id and vector under the new path; a move out of every indexed folder forgets it."""
-    roots = [folder_prefix(f) for f in idx._store.folders()]
+    roots = [folder_prefix(f) for f in idx.store.folders()]
     batch = WriteBatch()
     for src, dst in moved:
-        found = _lookup(idx._store, src)
+        found = _lookup(idx.store, src)
         if found is None:
             continue
         row, _ = found
@@ -159,21 +188,21 @@ def record_moves(idx: Any, moved: list[tuple[str, str]]) -> None:
         else:
             batch.deletes.append(row.id)
     if batch:
-        idx._commit(batch)
+        idx.commit(batch)
 
 
 class _IndexLink:
     """The mover's view of an index (see :class:`~lookalike.duplicates.move.IndexLink`):
     every store access under ``lock`` (the web server's library lock), nothing else."""
 
-    def __init__(self, idx: Any, lock: AbstractContextManager[Any] | None) -> None:
+    def __init__(self, idx: IndexParts, lock: AbstractContextManager[Any] | None) -> None:
         self.idx = idx
         self.lock = lock if lock is not None else contextlib.nullcontext()
-        self.setup = hashlib.sha256((idx._store.get_meta("setup") or "").encode()).hexdigest()
+        self.setup = hashlib.sha256((idx.store.get_meta("setup") or "").encode()).hexdigest()
 
     def row(self, path: str) -> dict[str, Any] | None:
         with self.lock:
-            found = _lookup(self.idx._store, path)
+            found = _lookup(self.idx.store, path)
         if found is None:
             return None
         r, vector = found
@@ -183,9 +212,9 @@ class _IndexLink:
 
     def forget(self, path: str) -> None:
         with self.lock:
-            found = _lookup(self.idx._store, path)
+            found = _lookup(self.idx.store, path)
             if found is not None:
-                self.idx._commit(WriteBatch(deletes=[found[0].id]))
+                self.idx.commit(WriteBatch(deletes=[found[0].id]))
 
     def restore(self, path: str, row: dict[str, Any]) -> None:
         if row.get("setup") != self.setup[:16]:
@@ -196,7 +225,7 @@ class _IndexLink:
         except OSError:
             return
         with self.lock:
-            found = self.idx._store.lookup(stored)
+            found = self.idx.store.lookup(stored)
             if found is not None and (found[0].size, found[0].mtime_ns, found[0].hash) == (
                 st.st_size,
                 st.st_mtime_ns,
@@ -205,7 +234,7 @@ class _IndexLink:
                 return  # never forgotten (the crash came before) or restored already
             vec = decode_vector(row)
             upsert = (stored, st.st_size, st.st_mtime_ns, row.get("hash"), vec)
-            self.idx._commit(WriteBatch(upserts=[upsert]))
+            self.idx.commit(WriteBatch(upserts=[upsert]))
 
 
 def _locked(lock: AbstractContextManager[Any] | None, fn: Any, *args: Any) -> Any:
@@ -213,12 +242,12 @@ def _locked(lock: AbstractContextManager[Any] | None, fn: Any, *args: Any) -> An
         return fn(*args)
 
 
-def _roots(idx: Any, lock: AbstractContextManager[Any] | None) -> list[str]:
-    return [os.fsdecode(f) for f in _locked(lock, idx._store.folders)]
+def _roots(idx: IndexParts, lock: AbstractContextManager[Any] | None) -> list[str]:
+    return [os.fsdecode(f) for f in _locked(lock, idx.store.folders)]
 
 
 def move_duplicates(
-    idx: Any,
+    idx: IndexParts,
     groups: Sequence[DuplicateGroup],
     destination: str | os.PathLike[str],
     dry_run: bool = False,
@@ -243,7 +272,7 @@ def move_duplicates(
 
 
 def undo_move(
-    idx: Any,
+    idx: IndexParts,
     manifest: str | os.PathLike[str],
     dry_run: bool = False,
     lock: AbstractContextManager[Any] | None = None,

@@ -89,10 +89,10 @@ def load_embedder(opts: EmbedderOptions) -> TimmEmbedder:
         >>> emb.setup.weights
         'sha256:9f3c…'
     """
-    from .clip_names import is_clip_name
+    from .clip.names import is_clip_name
 
-    if is_clip_name(opts.model):  # clip:ARCH[/TAG]: open_clip (embed/clip_embedder.py)
-        from .clip_embedder import load_clip_embedder
+    if is_clip_name(opts.model):  # clip:ARCH[/TAG]: open_clip (embed/clip/embedder.py)
+        from .clip.embedder import load_clip_embedder
 
         return load_clip_embedder(opts)
     from .timm_embedder import load_embedder as _load
@@ -112,7 +112,7 @@ def resolve_model_name(name: str) -> str:
         >>> resolve_model_name("resnet50.tv_in1k")
         'resnet50.tv_in1k'
     """
-    from .clip_names import is_clip_name, resolve_clip_name
+    from .clip.names import is_clip_name, resolve_clip_name
 
     if is_clip_name(name):
         return resolve_clip_name(name)
@@ -143,10 +143,10 @@ def weights_fingerprint(opts: EmbedderOptions) -> str:
         from .weights import file_fingerprint
 
         return file_fingerprint(opts.weights)
-    from .clip_names import is_clip_name
+    from .clip.names import is_clip_name
 
     if is_clip_name(opts.model):
-        from .clip_embedder import weights_fingerprint as _clip_fingerprint
+        from .clip.embedder import weights_fingerprint as _clip_fingerprint
 
         return _clip_fingerprint(opts)
     from .shipped import SHIPPED_MODEL, is_shipped, pretrained_fingerprint

@@ -31,7 +31,7 @@ def models_root() -> Path:
 
 
 def _alias(root: Path, opts: EmbedderOptions, fingerprint: str) -> Path:
-    from .clip_names import is_clip_name
+    from .clip.names import is_clip_name
 
     request = {
         "model": opts.model,
@@ -117,7 +117,7 @@ def _fingerprint_key(opts: EmbedderOptions) -> str | None:
         # Hub or package depends on this machine's hub, not on the name: ask each time
         # (cheap, without timm; the package file's hash is cached per process).
         return None
-    from .clip_names import is_clip_name
+    from .clip.names import is_clip_name
 
     # The library whose tables name the hub weights (CLIP models: open_clip's).
     library = "open_clip_torch" if is_clip_name(opts.model) else "timm"

@@ -10,12 +10,17 @@ compile-time choice (``INFERENCE_PRECISION_HINT``), taken where the CPU runs bf1
 OpenVINO is optional (``pip install lookalike[openvino]``); :func:`available` says whether
 it imports. Converting needs torch (the live model); loading and running need only
 ``openvino`` and numpy.
+
+OpenVINO's usage telemetry is declined when this module is imported, before anything here
+imports ``openvino`` (:func:`decline_telemetry`): a tool for local photos sends nothing and
+writes nothing outside its own folders.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import sys
 import threading
 import warnings
 from functools import lru_cache
@@ -47,13 +52,63 @@ ZERO_NORM = 1e-6
 _HINTS = {"bf16": "bf16", "fp32": "f32"}
 
 
+_TELEMETRY = "openvino_telemetry"
+_blocked: list[Any] = []  # the telemetry module shadowed until openvino is imported
+
+
+def decline_telemetry() -> bool:
+    """Keep OpenVINO's usage telemetry out of this process; runs when this module is imported.
+
+    ``import openvino`` imports its converter (``openvino.tools.ovc``), which starts
+    ``openvino_telemetry`` unless the user opted out with its ``opt_in_out`` script: it
+    writes ``~/intel/openvino_ga_cid`` and ``~/intel/stats`` and queues events for Google
+    Analytics, at import and at every ``convert_model``. Each converter module imports the
+    package as ``try: import openvino_telemetry ... except ImportError:`` a no-op stub
+    that ships with OpenVINO. So until ``openvino`` is imported, the package is shadowed
+    (``sys.modules[name] = None``, Python's way to make an import fail): whoever imports
+    ``openvino`` first, the converter binds the stub. :func:`_openvino` lifts the shadow
+    once the converter holds the stub, so nothing else in the process is affected.
+    (Creating the telemetry's singleton first, declined, does not hold: the converter
+    re-initialises it under each of its own application names.)
+
+    Returns:
+        True when the telemetry is kept out; False when ``openvino`` was already imported
+        by someone else (their choice stands).
+    """
+    if "openvino" in sys.modules:
+        return False
+    if not _blocked:
+        _blocked.append(sys.modules.get(_TELEMETRY))
+        sys.modules[_TELEMETRY] = None  # type: ignore[assignment]
+    return True
+
+
+def _openvino() -> Any:
+    """``import openvino`` with its telemetry kept out (:func:`decline_telemetry`)."""
+    decline_telemetry()
+    try:
+        import openvino
+    finally:
+        if _blocked and "openvino.tools.ovc" in sys.modules:
+            previous = _blocked.pop()
+            if sys.modules.get(_TELEMETRY, ...) is None:
+                if previous is None:
+                    del sys.modules[_TELEMETRY]
+                else:
+                    sys.modules[_TELEMETRY] = previous
+    return openvino
+
+
+decline_telemetry()
+
+
 @lru_cache(maxsize=1)
 def available() -> bool:
     """Whether ``openvino`` imports here (a broken install counts as absent)."""
     if importlib.util.find_spec("openvino") is None:
         return False
     try:
-        import openvino  # noqa: F401
+        _openvino()
     except Exception:
         return False
     return True
@@ -61,14 +116,12 @@ def available() -> bool:
 
 def version() -> str:
     """The OpenVINO build, e.g. ``"2026.4.1-22982-e213a147257-releases/2026/4"``."""
-    import openvino as ov
-
+    ov = _openvino()
     return str(ov.get_version())
 
 
 def _core() -> Any:
-    import openvino as ov
-
+    ov = _openvino()
     return ov.Core()
 
 
@@ -100,7 +153,7 @@ def convert(model: torch.nn.Module, setup: Setup, layout: str) -> Any:
     Raises:
         Exception: whatever the conversion raises (the caller treats any as "cannot").
     """
-    import openvino as ov
+    ov = _openvino()
     import torch
     from openvino.preprocess import PrePostProcessor
 
@@ -131,7 +184,7 @@ def convert(model: torch.nn.Module, setup: Setup, layout: str) -> Any:
 
 def save(model: Any, folder: Path) -> None:
     """Write ``model.xml`` and ``model.bin`` (fp32 weights) into ``folder``."""
-    import openvino as ov
+    ov = _openvino()
 
     ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
 
@@ -284,7 +337,7 @@ class OpenVINOEmbedder:
         """The static-batch request queue, compiled on first use; ``None`` if it cannot be."""
         if self._static is None and not self._static_failed:
             try:
-                import openvino as ov
+                ov = _openvino()
 
                 h, w = self.setup.preprocess.size
                 model = self._model.clone()

@@ -266,7 +266,7 @@ def load_pretrained(model_name: str, source: str | None = None) -> tuple[torch.n
     if weights_source(model_name, source) == "package":
         return create_shipped(model_name), shipped_fingerprint()
     try:
-        return create_pretrained(model_name), hub_fingerprint(model_name)
+        return create_pretrained(model_name, offline_hint), hub_fingerprint(model_name)
     except WeightsUnavailableError:
         # The hub looked reachable and was not (a firewall, a proxy, an outage).
         if is_shipped(model_name) and package_file() is not None:

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,7 +113,7 @@ def _pretrained_cfg(model_name: str) -> Any:
         return None
 
 
-def _unavailable_message(model_name: str) -> str:
+def _unavailable_message(model_name: str, hint: Callable[[], str]) -> str:
     cfg = _pretrained_cfg(model_name)
     if cfg is not None and cfg.hf_hub_id:
         where = f"https://huggingface.co/{cfg.hf_hub_id}"
@@ -122,19 +122,20 @@ def _unavailable_message(model_name: str) -> str:
         what = "download " + cfg.url
     else:
         what = "get a state dict for it"
-    from .shipped import offline_hint
-
     return (
         f"weights for {model_name} are not in the local cache and cannot be downloaded; "
-        f"{what} and pass --weights FILE (or set LOOKALIKE_WEIGHTS); {offline_hint()}"
+        f"{what} and pass --weights FILE (or set LOOKALIKE_WEIGHTS); {hint()}"
     )
 
 
-def create_pretrained(model_name: str) -> torch.nn.Module:
+def create_pretrained(model_name: str, hint: Callable[[], str]) -> torch.nn.Module:
     """Build the headless model with timm's pretrained weights (hub cache, or download).
 
     Args:
         model_name: a resolved timm name with its pretrained tag.
+        hint: the sentence an "unavailable" error ends with (what works offline; it is
+            :func:`lookalike.embed.shipped.offline_hint`, passed in so that this module
+            never imports the one that imports it).
 
     Returns:
         The model with ``num_classes=0``, on the CPU, in fp32.
@@ -150,22 +151,22 @@ def create_pretrained(model_name: str) -> torch.nn.Module:
     if cfg is not None and cfg.hf_hub_id and not _hub_cached(cfg) and _hub_unresolvable():
         # Without this, huggingface_hub retries each candidate file with backoff (~45 s)
         # and logs every attempt before failing the same way.
-        raise WeightsUnavailableError(_unavailable_message(model_name))
+        raise WeightsUnavailableError(_unavailable_message(model_name, hint))
     hub_errors = _hub_error_types()
     try:
         return timm.create_model(model_name, pretrained=True, num_classes=0)
     except hub_errors as e:
-        raise WeightsUnavailableError(_unavailable_message(model_name)) from e
+        raise WeightsUnavailableError(_unavailable_message(model_name, hint)) from e
     except RuntimeError as e:
         if "No pretrained weights exist" in str(e):
-            raise WeightsUnavailableError(_unavailable_message(model_name)) from e
+            raise WeightsUnavailableError(_unavailable_message(model_name, hint)) from e
         raise WeightsMismatchError(
             f"the cached weights for {model_name} do not load: {_first_line(e)}; "
             "pass --weights FILE to use a local file instead"
         ) from e
     except Exception as e:  # a raw hub/HTTP/safetensors traceback must not escape
         raise WeightsUnavailableError(
-            f"{_unavailable_message(model_name)} ({type(e).__name__}: {_first_line(e)})"
+            f"{_unavailable_message(model_name, hint)} ({type(e).__name__}: {_first_line(e)})"
         ) from e
 
 

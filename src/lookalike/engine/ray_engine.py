@@ -52,7 +52,7 @@ from ._ray_worker import FATAL, EmbedActor
 if TYPE_CHECKING:
     from ..decode import DecodeLimits, DecodeTask
     from ..setup import EmbedderOptions, Setup
-    from . import EngineBatch
+    from .base import EngineBatch
 
 ACTOR_CPUS = 0.5
 """Logical CPUs each actor asks Ray for (scheduling only; see the module docstring)."""

@@ -33,7 +33,7 @@ from ..errors import (
 from . import _pg_sql as q
 from ._pg_schema import check_schema, create_schema
 from ._pg_search import SearchMixin
-from ._pg_url import mask_url, scrub
+from ._pg_url import HINT, mask_url, scrub, url_misread
 from .base import FailureRow, FileRow, WriteBatch, WriteResult, folder_prefix
 
 SCHEMA_VERSION = q.SCHEMA_VERSION
@@ -112,6 +112,9 @@ class PostgresStore(SearchMixin):
     # -- connection ----------------------------------------------------------------------
 
     def _error(self, what: str, err: BaseException) -> str:
+        if url_misread(self._url):
+            # libpq's own words would quote the pieces it cut the password into.
+            return f"{what} {self.location}: {HINT}"
         return scrub(f"{what} {self.location}: {str(err).strip()}", self._url)
 
     def _connect(self) -> None:

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IndexCorruptError, SchemaTooNewError, StoreError, StoreWriteError
+from ..errors import (
+    IndexCorruptError,
+    NotAnIndexError,
+    SchemaTooNewError,
+    StoreError,
+    StoreWriteError,
+)
 from .base import FailureRow, FileRow, WriteBatch, WriteResult, folder_prefix
 
 SCHEMA_VERSION = 1
@@ -82,6 +88,44 @@ def _upper(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+_SQLITE_MAGIC = b"SQLite format 3\0"
+#: Every table a lookalike index may hold; a database with other tables is someone else's.
+_OUR_TABLES = frozenset({"meta", "images", "failures", "folders"})
+
+
+def _not_an_index(path: Path, what: str) -> NotAnIndexError:
+    return NotAnIndexError(
+        f"{path} is not a lookalike index ({what}); nothing was changed: give --db an "
+        "index file, or a new file name to make one"
+    )
+
+
+def _check_is_sqlite(path: Path) -> None:
+    """A non-empty file at ``path`` starts as a SQLite database does (read-only check)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as e:
+        raise StoreError(f"cannot open index {path}: {e.strerror or e}") from None
+    if head != _SQLITE_MAGIC:
+        raise _not_an_index(path, "it is not a SQLite database")
+
+
+def _check_tables(db: sqlite3.Connection, path: Path) -> None:
+    """An existing SQLite file holds a lookalike index (or nothing yet), never another
+    program's tables: those would otherwise get our tables written beside them."""
+    names = {
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    foreign = sorted(names - _OUR_TABLES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise _not_an_index(path, f"a SQLite database with other tables: {shown}")
+
+
 def _damaged(path: Path, err: Exception) -> IndexCorruptError:
     return IndexCorruptError(
         f"index {path} is damaged ({err}); move it aside and rebuild it with "
@@ -97,7 +141,9 @@ class SQLiteStore:
         timeout: seconds to wait for another writer's lock before failing.
 
     Raises:
-        IndexCorruptError: the file is not a database or fails its quick check.
+        NotAnIndexError: the file is something else (not SQLite, or another program's
+            database); it is left untouched.
+        IndexCorruptError: the index fails its quick check.
         SchemaTooNewError: written by a newer lookalike.
     """
 
@@ -116,6 +162,8 @@ class SQLiteStore:
                 "unreliable there: keep the index on a local disk (--db)"
             )
         existed = self.path.exists() and self.path.stat().st_size > 0
+        if existed:
+            _check_is_sqlite(self.path)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per batch.
             self._db = sqlite3.connect(
@@ -124,9 +172,12 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise StoreError(f"cannot open index {self.path}: {e}") from e
         try:
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            if existed:
+                # Before WAL mode, which would rewrite another program's database header.
+                _check_tables(self._db, self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             if existed and self.path.stat().st_size <= _QUICK_CHECK_MAX_BYTES:
                 row = self._db.execute("PRAGMA quick_check(1)").fetchone()
                 if row is None or row[0] != "ok":

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
+from lookalike.vectors.cache import VectorCache
 from lookalike.vectors.exact import exact_search
 
-if TYPE_CHECKING:
-    from lookalike.vectors.ann import AnnIndex
-    from lookalike.vectors.cache import VectorCache
+
+class TunedIndex(Protocol):
+    """What :func:`tune` reads of an :class:`~lookalike.vectors.ann.AnnIndex` (named
+    here, not imported: ``ann`` imports this module)."""
+
+    index: Any
+    meta: dict[str, Any]
+    config: Any
+
+    @property
+    def rows(self) -> int: ...
+
+    def candidates(
+        self,
+        queries: np.ndarray,
+        count: int,
+        nprobe: int | None = None,
+        bitmap: np.ndarray | None = None,
+    ) -> np.ndarray: ...
+
 
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # Candidates per result tried by the tuning. PQ codes rank coarsely: at 1M synthetic rows
@@ -19,7 +37,7 @@ NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 MULTS = {"pca-ivf": (10, 20, 40, 80), "pca-ivfpq": (40, 80, 160)}
 
 
-def tune(ann: AnnIndex, cache: VectorCache, k: int = 10) -> tuple[int, float, float]:
+def tune(ann: TunedIndex, cache: VectorCache, k: int = 10) -> tuple[int, float, float]:
     """Choose nprobe and the candidate count: the cheapest pair that reaches the target.
 
     ``tune_queries`` live rows are the queries, each with its own row left out. Since the

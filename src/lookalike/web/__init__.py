@@ -6,7 +6,8 @@ to image, review duplicates. A thin adapter over :class:`~lookalike.Index`.
 - :mod:`~lookalike.web.app`: the routes and :func:`create_app`.
 - :mod:`~lookalike.web.service`: the index as JSON-ready dicts, one thread at a time.
 - :mod:`~lookalike.web.files`: which files may be served; thumbnails cached on disk.
-- :mod:`~lookalike.web.uploads`: multipart uploads parsed in memory.
+- :mod:`~lookalike.web.uploads`: multipart uploads parsed in memory, decoded in a worker
+  process with a time limit.
 - :mod:`~lookalike.web.moves`: moving reviewed duplicates to the trash (``--allow-moves``).
 - :mod:`~lookalike.web.server`: uvicorn on a socket bound first (``--port 0``), the URL
   printed.

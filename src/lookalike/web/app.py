@@ -2,10 +2,10 @@
 
 Routes (JSON unless noted; errors are ``{"error": message}`` with a 4xx status):
 
-    GET  /                           the page (HTML)
+    GET  /                           the page (HTML; loads without the token)
     GET  /api/info                   model, counts, folders, failed files, capabilities
-    GET  /api/images?offset=&limit=  {"total", "images": [{"id", "path", "thumb"}]}
-    GET  /api/images/{id}            {"id", "path", "thumb"}
+    GET  /api/images?offset=&limit=  {"total", "images": [{"id", "path", "thumb", "image"}]}
+    GET  /api/images/{id}            {"id", "path", "thumb", "image"}
     GET  /api/similar/{id}?k=&folder=  {"query", "results": [{"rank", "score", "path", "id"}]}
     POST /api/search                 multipart, field ``image``: the same
     GET  /api/search?text=           CLIP indexes: the same
@@ -15,6 +15,9 @@ Routes (JSON unless noted; errors are ``{"error": message}`` with a 4xx status):
     GET  /thumb/{id}                 JPEG thumbnail (ETag; immutable with ?v=)
     GET  /thumb/upload/{key}         the thumbnail of an upload
     GET  /image/{id}                 the file itself (or a JPEG of it)
+
+``thumb`` and ``image`` in answers are signed URLs (``?sig=``): they open without the token,
+that image only, while this server runs (:mod:`lookalike.web.security`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from .files import as_jpeg, media_type
 from .moves import Mover
 from .security import BodyTooLarge, Guard, SecurityMiddleware
 from .service import Library
-from .uploads import UploadError, image_part, read_body
+from .uploads import UploadDecoder, UploadError, image_part, read_body
 
 HERE = Path(__file__).parent
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -68,6 +71,8 @@ def _guarded(fn: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         try:
             return await fn(request)
+        except _NoSuchImage:
+            return _error(404, _NOT_FOUND)
         except UploadError as e:
             return _error(e.status, str(e))
         except DecodeFailure as e:
@@ -78,14 +83,29 @@ def _guarded(fn: Endpoint) -> Endpoint:
     return wrapper
 
 
+#: The largest integer SQLite (and PostgreSQL's bigint) stores: a larger id or offset is
+#: answered here, before it can overflow in the database driver.
+MAX_INT = 2**63 - 1
+
+
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer") from None
+    if not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{name} is out of range")
+    return value
+
+
+def _folder(request: Request) -> str | None:
+    folder = request.query_params.get("folder") or None
+    if folder is not None and "\0" in folder:
+        raise ConfigError("folder must not contain a NUL character")
+    return folder
 
 
 def _float(request: Request, name: str) -> float | None:
@@ -98,8 +118,15 @@ def _float(request: Request, name: str) -> float | None:
         raise ConfigError(f"{name} must be a number") from None
 
 
+class _NoSuchImage(Exception):
+    """An id no image can have (beyond 64 bits): answered 404 like any unknown id."""
+
+
 def _id(request: Request) -> int:
-    return int(request.path_params["image_id"])
+    value = int(request.path_params["image_id"])  # the route's pattern: digits only
+    if value > MAX_INT:
+        raise _NoSuchImage
+    return value
 
 
 class Routes:
@@ -118,6 +145,10 @@ class Routes:
 
     async def page(self, request: Request) -> Response:
         info = await run_in_threadpool(self.lib.info)
+        if request.scope.get("lookalike.access") != "token":
+            # The page loads without the token (a reload: the address bar no longer holds
+            # it), so it shows nothing of the index; the script fills the counts in.
+            info = {**info, "images": "", "model": None}
         html = self.page_template.render(
             info=info,
             clip=info["clip"],
@@ -139,12 +170,12 @@ class Routes:
         return JSONResponse(found) if found is not None else _error(404, _NOT_FOUND)
 
     async def similar(self, request: Request) -> Response:
-        k, folder = _int(request, "k", 10), request.query_params.get("folder") or None
+        k, folder = _int(request, "k", 10), _folder(request)
         out = await run_in_threadpool(self.lib.similar, _id(request), k, folder)
         return JSONResponse(out)
 
     async def search_get(self, request: Request) -> Response:
-        k, folder = _int(request, "k", 10), request.query_params.get("folder") or None
+        k, folder = _int(request, "k", 10), _folder(request)
         text, key = request.query_params.get("text"), request.query_params.get("upload")
         if key:
             out = await run_in_threadpool(self.lib.search_upload_key, key, k, folder)
@@ -155,7 +186,7 @@ class Routes:
         return JSONResponse(out)
 
     async def search_post(self, request: Request) -> Response:
-        k, folder = _int(request, "k", 10), request.query_params.get("folder") or None
+        k, folder = _int(request, "k", 10), _folder(request)
         body = await read_body(request.stream(), self.guard.max_body_bytes)
         data = image_part(request.headers.get("content-type", ""), body)
         out = await run_in_threadpool(self.lib.search_upload, data, k, folder)
@@ -210,6 +241,16 @@ async def _too_large(request: Request, exc: Exception) -> Response:
     return _error(413, "upload is over the size limit")
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route, no such static file) and 405, as JSON."""
+    status = getattr(exc, "status_code", 400)
+    if status == 404:
+        return _error(404, "not found")
+    if status == 405:
+        return _error(405, f"method {request.method} not allowed here")
+    return _error(status, str(getattr(exc, "detail", "bad request")))
+
+
 def create_app(
     index: Any,
     *,
@@ -217,6 +258,8 @@ def create_app(
     allow_moves: bool = False,
     max_upload_pixels: int = 50_000_000,
     thumbs_dir: Path | None = None,
+    upload_timeout_s: float = 20.0,
+    upload_decode_fn: str | None = None,
 ) -> SecurityMiddleware:
     """The web UI over an open index, inside its guards.
 
@@ -228,6 +271,9 @@ def create_app(
             index (``<db>.trash/``), with an undo manifest.
         max_upload_pixels: decompression-bomb limit for uploads.
         thumbs_dir: thumbnail cache (default ``<db>.cache/thumbs``).
+        upload_timeout_s: seconds an upload may take to decode (in its worker process).
+        upload_decode_fn: ``"module:function"`` decoding uploads in the worker instead of
+            :func:`~lookalike.web.uploads.decode_upload` (tests).
 
     Example:
         >>> import uvicorn  # doctest: +SKIP
@@ -247,6 +293,8 @@ def create_app(
         Thumbnails(thumbs_dir),
         max_upload_pixels=max_upload_pixels,
         allow_moves=allow_moves and db is not None,
+        uploads=UploadDecoder(timeout_s=upload_timeout_s, decode_fn=upload_decode_fn),
+        sign=guard.signed,
     )
     mover = Mover(lib, db.with_name(db.name + ".trash")) if allow_moves and db else None
     r = Routes(lib, guard, mover)
@@ -266,6 +314,9 @@ def create_app(
         Route("/image/{image_id:int}", g(r.image)),
         Mount("/static", StaticFiles(directory=os.fspath(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={BodyTooLarge: _too_large})
+    from starlette.exceptions import HTTPException
+
+    handlers = {BodyTooLarge: _too_large, HTTPException: _http_error}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.library = lib  # for the server's model warm-up
     return SecurityMiddleware(app, guard)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .security import LOCAL_HOSTS, Guard
+from .security import LOCAL_HOSTS, Guard, host_name
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
@@ -77,7 +77,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def allowed_names(options: ServeOptions) -> frozenset[str]:
-    names = set(LOCAL_HOSTS) | {h.lower() for h in options.allowed_hosts}
+    """The names a request's ``Host`` may carry, without ports: ``--allowed-host`` takes
+    ``photos.lan``, ``photos.lan:8000`` or ``[fd00::1]:8000`` alike (the ``Host`` header's
+    port is stripped before the comparison, so a name kept with its port never matched)."""
+    names = set(LOCAL_HOSTS) | {host_name(h) for h in options.allowed_hosts if h.strip()}
     if options.host in _WILDCARDS:
         # Reachable under the machine's own names too.
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}

@@ -19,12 +19,17 @@ import numpy as np
 
 from ..errors import ConfigError, QueryError
 from .files import Thumbnails, servable
+from .uploads import UploadDecoder
 
 T = TypeVar("T")
 _UPLOADS_KEPT = 64  # recent upload vectors (8 KB each at 2048-d) kept for reloads
 MAX_K = 500
 MAX_PAGE = 500
 _FOLDERS_TTL = 5.0
+
+
+def _unsigned(path: str, query: str) -> str:
+    return f"{path}?{query}" if query else path
 
 
 def shown(path: str) -> str:
@@ -40,6 +45,9 @@ class Library:
         thumbs: the thumbnail cache.
         max_upload_pixels: decompression-bomb limit for uploaded images.
         allow_moves: the server was started with ``--allow-moves``.
+        uploads: decodes uploads in a worker process (default: 20 s per upload).
+        sign: ``sign(path, query) -> URL`` for the image and thumbnail URLs in answers
+            (:meth:`lookalike.web.security.Guard.signed`: an ``<img>`` sends no token).
     """
 
     def __init__(
@@ -49,9 +57,13 @@ class Library:
         *,
         max_upload_pixels: int = 50_000_000,
         allow_moves: bool = False,
+        uploads: UploadDecoder | None = None,
+        sign: Callable[[str, str], str] | None = None,
     ) -> None:
         self.index = index
         self.thumbs = thumbs
+        self.uploads = uploads or UploadDecoder()
+        self.sign = sign or _unsigned
         self.max_upload_pixels = max_upload_pixels
         self.allow_moves = allow_moves
         self._lock = threading.Lock()
@@ -103,10 +115,18 @@ class Library:
 
     def thumb_url(self, image_id: int, path: str) -> str:
         version = self.thumbs.version(path)
-        return f"/thumb/{image_id}" + (f"?v={version}" if version else "")
+        return self.sign(f"/thumb/{image_id}", f"v={version}" if version else "")
+
+    def image_url(self, image_id: int) -> str:
+        return self.sign(f"/image/{image_id}", "")
 
     def _image(self, image_id: int, path: str) -> dict[str, Any]:
-        return {"id": image_id, "path": shown(path), "thumb": self.thumb_url(image_id, path)}
+        return {
+            "id": image_id,
+            "path": shown(path),
+            "thumb": self.thumb_url(image_id, path),
+            "image": self.image_url(image_id),
+        }
 
     def images(self, offset: int, limit: int) -> dict[str, Any]:
         if offset < 0 or not 0 <= limit <= MAX_PAGE:
@@ -140,6 +160,7 @@ class Library:
                 "path": shown(h.path),
                 "id": h.id,
                 "thumb": self.thumb_url(h.id, h.path) if h.id is not None else None,
+                "image": self.image_url(h.id) if h.id is not None else None,
             }
             for h in hits
         ]
@@ -164,14 +185,27 @@ class Library:
         self._check_k(k)
         key = hashlib.sha256(data).hexdigest()[:24]
         if key not in self._uploads:
-            vec = self.embed(data)
-            self._remember(key, vec, self._upload_thumb(data))
+            vec, preview = self.embed_upload(data)
+            self._remember(key, vec, preview)
         return self.search_upload_key(key, k, folder)
 
     def embed(self, data: bytes) -> np.ndarray:
         """The vector of uploaded bytes (loads the model on first use)."""
+        return self.embed_upload(data)[0]
+
+    def embed_upload(self, data: bytes) -> tuple[np.ndarray, bytes | None]:
+        """The vector of uploaded bytes and their preview JPEG (``None`` if none could be
+        made); both decoded in the upload worker process, never here."""
+        previews: list[bytes | None] = []
+
+        def decode(raw: bytes, pre: Any, limits: Any) -> np.ndarray:
+            pixels, preview = self.uploads.decode(raw, pre, limits)
+            previews.append(preview)
+            return pixels
+
         with self._embed_lock:
-            return self.index.embed_bytes(data, max_pixels=self.max_upload_pixels)  # type: ignore[no-any-return]
+            vec = self.index.embed_bytes(data, max_pixels=self.max_upload_pixels, decode=decode)
+        return vec, (previews[0] if previews else None)
 
     def search_upload_key(self, key: str, k: int, folder: str | None) -> dict[str, Any]:
         self._check_k(k)
@@ -182,24 +216,13 @@ class Library:
                 "unknown-upload",
             )
         hits = self.locked(self.index.search_vector, entry[0], k, folder=folder)
-        query = {"upload": key, "thumb": f"/thumb/upload/{key}" if entry[1] else None}
+        thumb = self.sign(f"/thumb/upload/{key}", "") if entry[1] else None
+        query = {"upload": key, "thumb": thumb}
         return {"query": query, "results": self._results(hits)}
 
     def upload_thumb(self, key: str) -> bytes | None:
         entry = self._uploads.get(key)
         return entry[1] if entry is not None else None
-
-    def _upload_thumb(self, data: bytes) -> bytes | None:
-        from dataclasses import replace
-
-        from ..decode import DecodeFailure
-        from .files import upload_thumbnail
-
-        limits = replace(self.thumbs.limits, max_pixels=self.max_upload_pixels)
-        try:
-            return upload_thumbnail(data, limits)
-        except DecodeFailure:
-            return None  # it embedded, so this is unlikely; the page shows no preview
 
     def _remember(self, key: str, vec: np.ndarray, thumb: bytes | None) -> None:
         with self._lock:
@@ -244,6 +267,7 @@ class Library:
                         "score": round(float(m.score), 6),
                         "id": image_id,
                         "thumb": self.thumb_url(image_id, m.path) if image_id else None,
+                        "image": self.image_url(image_id) if image_id else None,
                         "size": getattr(m, "size", -1),
                         "width": getattr(m, "width", 0),
                         "height": getattr(m, "height", 0),

@@ -5,8 +5,37 @@
 const $ = (sel) => document.querySelector(sel);
 const cfg = document.body.dataset;
 const PAGE = 60;
-const known = new Map(); // image id -> path, for trail labels
+const known = new Map(); // image id -> {path, thumb}, for trail labels and pictures
+const uploads = new Map(); // upload key -> its (signed) thumbnail URL, for the trail
 const answers = new Map(); // hop key + k -> API answer already fetched (uploads, back/forward)
+const unticked = new Set(); // duplicate review: ids the user chose not to move (kept across renders)
+
+// ---------------------------------------------------------------- access
+// The token arrives once in the URL (?token=, from the printed URL or a copied link) and is
+// kept in this origin's localStorage: an origin includes the port, so no other server on
+// 127.0.0.1 ever receives it (a cookie would go to all of them). API calls send it as a
+// header; images come as signed URLs from the API, so an <img> needs no token.
+const TOKEN_KEY = "lookalike-token";
+let memoryToken = ""; // when the browser refuses storage
+const ACCESS = "This page needs its access token: open the full URL that lookalike serve printed (it ends in ?token=...), or a link made with Copy link.";
+
+function token() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || memoryToken;
+  } catch (e) {
+    return memoryToken;
+  }
+}
+
+function keepToken(value) {
+  memoryToken = value;
+  try {
+    if (value) localStorage.setItem(TOKEN_KEY, value);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch (e) {
+    // storage refused (private mode settings): the token lives as long as this page
+  }
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -63,18 +92,25 @@ function go(state, replace = false) {
 
 function hop(key) {
   const state = readState();
+  scrollToTrail = true;
   go({ hops: [...state.hops, key], k: state.k });
 }
 
 // ---------------------------------------------------------------- fetching
 
-async function api(url, options) {
-  const response = await fetch(url, { credentials: "same-origin", ...options });
+async function api(url, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const response = await fetch(url, { credentials: "omit", ...options, headers });
   let body = null;
   try {
     body = await response.json();
   } catch (e) {
     body = null;
+  }
+  if (response.status === 401) {
+    keepToken(""); // wrong or from an earlier start of the server
+    throw new Error(ACCESS);
   }
   if (!response.ok) {
     throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
@@ -99,6 +135,7 @@ async function queryAnswer(key, k) {
   else url = `/api/search?text=${encodeURIComponent(value)}&k=${k}`;
   const answer = await api(url);
   answers.set(cacheKey, answer);
+  if (kind === "upload" && answer.query && answer.query.thumb) uploads.set(value, answer.query.thumb);
   return answer;
 }
 
@@ -119,8 +156,21 @@ function thumb(item) {
   });
 }
 
+function humanSize(n) {
+  // The same units as `lookalike duplicates --html`.
+  if (n === undefined || n === null || n < 0) return "?";
+  let value = n;
+  for (const unit of ["B", "KB", "MB", "GB"]) {
+    if (value < 1024 || unit === "GB") return unit === "B" ? `${value.toFixed(0)} B` : `${value.toFixed(1)} ${unit}`;
+    value /= 1024;
+  }
+  return `${n} B`;
+}
+
+const resolution = (w, h) => (w && h ? `${w}x${h}` : "?");
+
 function tile(item, opts = {}) {
-  known.set(String(item.id), item.path);
+  if (item.id !== null && item.id !== undefined) known.set(String(item.id), { path: item.path, thumb: item.thumb });
   const attrs = { class: "tile" + (opts.keep ? " keep" : ""), "data-id": item.id };
   if (opts.rank !== undefined) {
     attrs["data-rank"] = opts.rank;
@@ -139,8 +189,11 @@ function tile(item, opts = {}) {
     );
   }
   caption.append(el("span", { class: "name", text: basename(item.path), title: item.path }));
-  if (item.id !== null) {
-    caption.append(el("a", { class: "open", href: `/image/${item.id}`, target: "_blank", rel: "noopener noreferrer", title: "Open the original", text: "↗" }));
+  if (item.id !== null && item.image) {
+    caption.append(el("a", { class: "open", href: item.image, target: "_blank", rel: "noopener noreferrer", title: "Open the original", text: "↗" }));
+  }
+  if (opts.facts) {
+    caption.append(el("span", { class: "facts-line", text: `${resolution(item.width, item.height)}, ${humanSize(item.size)}` }));
   }
   if (opts.select) caption.append(opts.select);
   fig.append(caption);
@@ -179,7 +232,7 @@ function renderQuery(answer, key) {
   if (kind === "id") {
     picture = el("img", { src: q.thumb, width: 256, height: 256, alt: basename(q.path || "") });
     title = q.path || "";
-    known.set(String(q.id), q.path);
+    known.set(String(q.id), { path: q.path, thumb: q.thumb });
   } else if (kind === "upload") {
     picture = q.thumb ? el("img", { src: q.thumb, width: 256, height: 256, alt: "uploaded image" }) : null;
     title = "Uploaded image";
@@ -197,7 +250,7 @@ function renderQuery(answer, key) {
       el("div", { class: "qname", text: kind === "id" ? basename(title) : title, title }),
       kind === "id" ? el("div", { class: "qpath", text: title }) : null,
       el("div", { class: "controls" }, kSelect,
-        kind === "id" ? el("a", { class: "button", href: `/image/${q.id}`, target: "_blank", rel: "noopener noreferrer", text: "Open original" }) : null)),
+        kind === "id" && q.image ? el("a", { class: "button", href: q.image, target: "_blank", rel: "noopener noreferrer", text: "Open original" }) : null)),
   );
   panel.hidden = false;
 }
@@ -223,29 +276,43 @@ async function renderTrail(state) {
   }
   trail.hidden = false;
   const missing = state.hops.filter((h) => h.startsWith("id:") && !known.has(h.slice(3)));
-  await Promise.all(missing.map(async (h) => {
-    try {
-      const info = await api(`/api/images/${encodeURIComponent(h.slice(3))}`);
-      known.set(h.slice(3), info.path);
-    } catch (e) {
-      known.set(h.slice(3), `#${h.slice(3)}`);
-    }
-  }));
+  const missingUploads = state.hops.slice(0, -1)
+    .filter((h) => h.startsWith("upload:") && !uploads.has(h.slice(7)));
+  await Promise.all([
+    ...missing.map(async (h) => {
+      try {
+        const info = await api(`/api/images/${encodeURIComponent(h.slice(3))}`);
+        known.set(h.slice(3), { path: info.path, thumb: info.thumb });
+      } catch (e) {
+        known.set(h.slice(3), { path: `#${h.slice(3)}`, thumb: null });
+      }
+    }),
+    ...missingUploads.map(async (h) => {
+      try {
+        const answer = await api(`/api/search?upload=${encodeURIComponent(h.slice(7))}&k=1`);
+        uploads.set(h.slice(7), answer.query.thumb);
+      } catch (e) {
+        uploads.set(h.slice(7), null);
+      }
+    }),
+  ]);
   const items = [el("a", { class: "crumb home", href: urlFor({ view: "gallery" }), text: "Gallery" })];
   state.hops.forEach((h, i) => {
     const [kind, ...rest] = h.split(":");
     const value = rest.join(":");
     let label = value;
-    let pic = null;
+    let src = null;
     if (kind === "id") {
-      label = basename(known.get(value) || `#${value}`);
-      pic = el("img", { src: `/thumb/${value}`, width: 28, height: 28, alt: "" });
+      const item = known.get(value) || { path: `#${value}`, thumb: null };
+      label = basename(item.path);
+      src = item.thumb;
     } else if (kind === "upload") {
       label = "uploaded image";
-      pic = el("img", { src: `/thumb/upload/${value}`, width: 28, height: 28, alt: "" });
+      src = uploads.get(value) || null;
     } else {
       label = `“${value}”`;
     }
+    const pic = src ? el("img", { src, width: 28, height: 28, alt: "" }) : null;
     const current = i === state.hops.length - 1;
     const href = urlFor({ hops: state.hops.slice(0, i + 1), k: state.k });
     items.push(el("span", { class: "sep", text: "›" }));
@@ -258,6 +325,7 @@ async function renderTrail(state) {
 
 async function renderInfo() {
   const info = await api("/api/info");
+  showCounts(info);
   const pre = info.preprocessing || {};
   const rows = [
     ["Index", info.db], ["Images", info.images], ["Model", info.model || "(none yet)"],
@@ -299,11 +367,17 @@ async function renderDuplicates(state) {
     el("div", { class: "grid dups" }, ...g.members.map((m, mi) => {
       let select = null;
       if (moves && !m.keep && m.id !== null) {
-        const box = el("input", { type: "checkbox", checked: true, "data-move": m.id, "aria-label": `move ${basename(m.path)}` });
+        // A box the user unticked stays unticked when the review is drawn again (after a
+        // move, or at another threshold).
+        const box = el("input", { type: "checkbox", checked: !unticked.has(m.id), "data-move": m.id, "aria-label": `move ${basename(m.path)}` });
+        box.addEventListener("change", () => {
+          if (box.checked) unticked.delete(m.id);
+          else unticked.add(m.id);
+        });
         boxes.push(box);
         select = el("label", { class: "pick", title: "Move to the trash" }, box, "move");
       }
-      return tile(m, { rank: mi + 1, keep: m.keep, select });
+      return tile(m, { rank: mi + 1, keep: m.keep, select, facts: true });
     }))));
   const controls = el("div", { class: "controls dupbar" },
     el("label", {}, "Threshold ", slider, " ", shownValue),
@@ -336,11 +410,21 @@ async function moveSelected(boxes, threshold) {
 }
 
 let renderCount = 0;
+let scrollToTrail = false; // set by a click on a tile: show the new trail below the header
+
+function showCounts(info) {
+  document.body.dataset.total = String(info.images);
+  $("#foot-images").textContent = `${info.images} images`;
+  $("#foot-model").textContent = info.model || "no model yet";
+}
+
 async function render() {
   const state = readState();
   const mine = ++renderCount;
   document.querySelectorAll(".tabs a").forEach((a) => {
-    a.classList.toggle("active", !state.hops.length && a.dataset.view === state.view);
+    const active = !state.hops.length && a.dataset.view === state.view;
+    a.classList.toggle("active", active);
+    if (!active && document.activeElement === a) a.blur(); // a tab that no longer applies
   });
   $("#query").hidden = true;
   status("");
@@ -351,6 +435,13 @@ async function render() {
     else if (state.view === "info") await renderInfo();
     else if (state.view === "duplicates" && cfg.duplicates === "true") await renderDuplicates(state);
     else await renderGallery(state);
+    if (scrollToTrail && state.hops.length) {
+      // Below the sticky header, not under it (the header wraps on narrow windows).
+      const trail = $("#trail");
+      trail.style.scrollMarginTop = `${$("header.bar").offsetHeight + 8}px`;
+      trail.scrollIntoView({ block: "start" });
+    }
+    scrollToTrail = false;
     document.body.dataset.ready = String(mine);
   } catch (e) {
     if (mine === renderCount) {
@@ -377,6 +468,7 @@ async function upload(file) {
     const answer = await api(`/api/search?k=${k}`, { method: "POST", body: form });
     const key = `upload:${answer.query.upload}`;
     answers.set(`${key}|${k}`, answer);
+    if (answer.query.thumb) uploads.set(answer.query.upload, answer.query.thumb);
     go({ hops: [key], k });
   } catch (e) {
     status(e.message, "error");
@@ -393,13 +485,43 @@ function firstImageFile(list) {
 
 // ---------------------------------------------------------------- wiring
 
+async function copyLink() {
+  const t = token();
+  if (!t) {
+    status(ACCESS, "error");
+    return;
+  }
+  const url = new URL(location.href);
+  url.searchParams.set("token", t);
+  const link = url.toString();
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(link);
+    copied = true;
+  } catch (e) {
+    copied = false; // no clipboard access: the link is shown to copy by hand
+  }
+  const field = el("input", { id: "share-link", type: "text", readonly: true, value: link, size: 48, "aria-label": "Link to this view" });
+  const node = $("#status");
+  node.className = "status ok";
+  node.replaceChildren(
+    el("span", { text: copied ? "Link copied: " : "Copy this link: " }), field,
+    el("span", { class: "hint", text: " it opens this view in any browser that can reach this server while it runs. It carries the access token: whoever has it sees every indexed image." }),
+  );
+  field.select();
+}
+
 function wire() {
   const qs = new URLSearchParams(location.search);
   if (qs.has("token")) {
-    // The server has set its cookie: keep the token out of history, bookmarks and shares.
+    // Kept in this origin's storage; out of the address bar, history and bookmarks.
+    keepToken(qs.get("token"));
     qs.delete("token");
     history.replaceState(null, "", "/?" + qs.toString());
   }
+  const share = $("#share");
+  if (share) share.addEventListener("click", copyLink);
+  api("/api/info").then(showCounts, () => {}); // the page itself shows no counts before
   document.addEventListener("click", (e) => {
     if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
     const a = e.target.closest("a");

@@ -3,9 +3,9 @@
 ``--model clip:ARCH[/TAG]`` builds the open_clip model ``ARCH`` with the weights of ``TAG``
 (through the Hugging Face hub cache) or of ``--weights FILE`` (a local open_clip checkpoint).
 Image vectors are ``normalize(model.encode_image(x))``: the visual tower and its projection,
-wrapped as :class:`~lookalike.embed.clip_towers.ClipImageTower` so that the compiled-model cache
+wrapped as :class:`~lookalike.embed.clip.towers.ClipImageTower` so that the compiled-model cache
 (:mod:`lookalike.embed.compiled`: OpenVINO, else TorchScript) saves and checks it exactly as
-it does a timm model. The text tower is built by :mod:`lookalike.embed.clip_text`, only when
+it does a timm model. The text tower is built by :mod:`lookalike.embed.clip.text`, only when
 a text query is asked.
 
 Preprocessing comes from open_clip's config: input size from the visual tower, mean/std,
@@ -25,36 +25,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import (
+from ...errors import (
     ConfigError,
-    MissingDependencyError,
     ModelError,
     ModelNotFoundError,
     WeightsMismatchError,
     WeightsUnavailableError,
 )
-from ..setup import ClipSetup, EmbedderOptions, Preprocess, Setup
-from .clip_names import DEFAULT_CLIP_MODEL, parse_clip_name, resolve_clip_name, user_config
-from .clip_tokenizer import CLEAN_MODES, VOCAB_SIZE
-from .clip_towers import ClipImageTower
-from .clip_weights import hub_file, hub_fingerprint
-from .pooling import PooledModel
-from .runtime import default_batch_size, resolve_device, resolve_precision, try_trace
-from .timm_embedder import TimmEmbedder
-from .weights import file_fingerprint, weights_path
+from ...setup import ClipSetup, EmbedderOptions, Preprocess, Setup
+from ..pooling import PooledModel
+from ..runtime import default_batch_size, resolve_device, resolve_precision, try_trace
+from ..timm_embedder import TimmEmbedder
+from ..weights import file_fingerprint, weights_path
+from .names import DEFAULT_CLIP_MODEL, parse_clip_name, resolve_clip_name, user_config
+from .tokenizer import CLEAN_MODES, VOCAB_SIZE
+from .towers import ClipImageTower
+from .weights import hub_file, hub_fingerprint, open_clip_module
 
 _RESIZE_MODES = {"shortest": "center", "squash": "resize"}
-
-
-def open_clip_module() -> Any:
-    """``import open_clip``, or :class:`MissingDependencyError` naming the extra."""
-    try:
-        import open_clip
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"CLIP models need open_clip ({e}): pip install 'lookalike[clip]'"
-        ) from e
-    return open_clip
 
 
 # ------------------------------------------------------------------------------ the model

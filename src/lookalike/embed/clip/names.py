@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError
+from ...errors import ModelNotFoundError
 
 PREFIX = "clip:"
 # rclip's choice: ImageNet zero-shot 72.8 at ViT-B-32 cost (open_clip's results table).

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import IndexNotFoundError, QueryError, SourceUnavailableError
+from ..errors import IndexNotFoundError, QueryError, SourceUnavailableError
 
 # Enough to know the file decodes; the JPEG draft mode keeps a large photo cheap.
 _PROBE_SIZE = (32, 32)
@@ -24,8 +24,8 @@ def check_query_file(path: str | os.PathLike[str]) -> None:
         QueryError: with the reason code indexing would give (``not-an-image``,
             ``truncated``, ``permission-denied``...), or ``missing``.
     """
-    from .decode import DecodeFailure, DecodeLimits, decode_bytes, read_file
-    from .setup import Preprocess
+    from ..decode import DecodeFailure, DecodeLimits, decode_bytes, read_file
+    from ..setup import Preprocess
 
     text = os.fspath(path)
     if not text:
@@ -72,7 +72,7 @@ def require_index(location: str | os.PathLike[str], *, named: bool = True) -> No
     Raises:
         IndexNotFoundError: no file there; the message says how to make one.
     """
-    from .store import is_postgres_url
+    from ..store import is_postgres_url
 
     if is_postgres_url(location):
         return

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import _guard, _progress_context, _progress_hooks, _say_wait
+from .options import guard, progress_context, progress_hooks, say_wait
 
 _OWN_FOLDER = "lookalike search YOUR_PHOTO.jpg YOUR_FOLDER --plot results.png"
 
@@ -23,7 +23,7 @@ _OWN_FOLDER = "lookalike search YOUR_PHOTO.jpg YOUR_FOLDER --plot results.png"
 )
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_guard
+@guard
 def command(out: str | None, k: int, as_json: bool) -> None:
     """Try lookalike on real photos, with nothing to bring and no model hub.
 
@@ -31,9 +31,9 @@ def command(out: str | None, k: int, as_json: bool) -> None:
     edited copies of them, indexes it with a trained EfficientNet-Lite0 from the package
     registry, searches with one photo and draws the results. A second run reuses it all.
     """
-    from .demo import default_demo_dir, run_demo
-    from .present import hits_table
-    from .present.grid import plot_grid
+    from ..demo import default_demo_dir, run_demo
+    from ..present import hits_table
+    from ..present.grid import plot_grid
 
     root = Path(out).expanduser() if out else default_demo_dir()
     if not as_json:
@@ -77,8 +77,8 @@ def command(out: str | None, k: int, as_json: bool) -> None:
 
 def _run(run_demo: Any, root: Path, k: int, *, show_progress: bool) -> Any:
     """Run the demo, with the index command's progress bar on a terminal."""
-    bar = _progress_context(show_progress)
+    bar = progress_context(show_progress)
     if bar is None:
-        return run_demo(root, k=k, on_wait=_say_wait)
+        return run_demo(root, k=k, on_wait=say_wait)
     with bar:
-        return run_demo(root, k=k, on_wait=_say_wait, **_progress_hooks(bar))
+        return run_demo(root, k=k, on_wait=say_wait, **progress_hooks(bar))

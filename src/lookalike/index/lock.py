@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import IndexBusyError, StoreError
+from ..errors import IndexBusyError, StoreError
 
 try:
     import fcntl
@@ -44,7 +44,7 @@ def holder(db_path: str | os.PathLike[str]) -> str:
 
 @contextmanager
 def update_lock(
-    db_path: str | os.PathLike[str],
+    db_path: str | os.PathLike[str] | None,
     *,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
@@ -52,7 +52,8 @@ def update_lock(
     """Hold the update lock of the index at ``db_path`` for the ``with`` block.
 
     Args:
-        db_path: the SQLite file (need not exist yet; its folder must).
+        db_path: the SQLite file (need not exist yet; its folder must); ``None`` for a
+            database server, which has no file beside it to lock: nothing is held.
         wait: when another process holds the lock, wait for it (``True``) or raise.
         on_wait: called once, with a sentence naming the holder, before waiting.
 
@@ -64,7 +65,7 @@ def update_lock(
         >>> with update_lock("photos.db"):  # doctest: +SKIP
         ...     ...  # scan, embed, commit
     """
-    if fcntl is None:  # pragma: no cover
+    if db_path is None or fcntl is None:
         yield
         return
     path = lock_path(db_path)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from .cli import _db_option, _guard, _model_options, _open, _update
-from .duplicates.keep import DEFAULT_KEEP, KEEP_OPTIONS
+from ..duplicates.keep import DEFAULT_KEEP, KEEP_OPTIONS
+from .options import db_option, guard, model_options, open_index, update_index
 
 _KEEP_HELP = (
     "Which file of a group stays: criteria tried in order, comma-separated "
@@ -20,7 +20,7 @@ _KEEP_HELP = (
 
 def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
     """A destination inside (or holding) an indexed folder is a usage error (exit 2)."""
-    from .errors import DestinationError
+    from ..errors import DestinationError
 
     try:
         return move(*args, **kwargs)
@@ -30,7 +30,7 @@ def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
 
 @click.command("duplicates")
 @click.argument("folders", nargs=-1, type=click.Path())
-@_db_option
+@db_option
 @click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0, min_open=True),
@@ -75,8 +75,8 @@ def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
     metavar="MANIFEST",
     help="Move the files of a --move-to run back where they were (after a crash too).",
 )
-@_model_options
-@_guard
+@model_options
+@guard
 def command(
     folders: tuple[str, ...],
     db: str | None,
@@ -97,8 +97,8 @@ def command(
     byte-identical files are always grouped. Nothing is ever deleted."""
     import json
 
-    from .duplicates.keep import parse_keep
-    from .duplicates.report import move_lines, report_csv, report_html, report_json, report_lines
+    from ..duplicates.keep import parse_keep
+    from ..duplicates.report import move_lines, report_csv, report_html, report_json, report_lines
 
     if dry_run and not (move_to or undo_manifest):
         raise click.UsageError("--dry-run goes with --move-to or --undo")
@@ -106,7 +106,7 @@ def command(
     out = click.echo if not as_json else (lambda s: click.echo(s, err=True))
     # Like ``search``: only FOLDERs to bring up to date make an index; without them a
     # missing index is an error, not an empty one created on the spot.
-    with _open(db, create=bool(folders) and not undo_manifest, **model_opts) as idx:
+    with open_index(db, create=bool(folders) and not undo_manifest, **model_opts) as idx:
         if undo_manifest:
             done = idx.undo_duplicate_moves(undo_manifest, dry_run=dry_run)
             if as_json:
@@ -115,7 +115,7 @@ def command(
                 click.echo("\n".join(move_lines(done)))
             return
         if folders:
-            report = _update(idx, folders, not as_json and sys.stderr.isatty())
+            report = update_index(idx, folders, not as_json and sys.stderr.isatty())
             if report.failed:
                 click.echo(
                     f"({len(report.failed)} files could not be indexed; see `lookalike info`)",

@@ -1,24 +1,49 @@
 """How an :class:`~lookalike.Index` knows its model: the recorded setup, checks against
-what was asked, and lazy loading of the embedder (compiled cache first, then timm)."""
+what was asked, lazy loading of the embedder (compiled cache first, then timm), and
+embedding one image (a file or bytes) with it.
+
+:class:`Model` needs the store (its ``setup`` record), the options asked for, and the
+index's location (for messages); nothing else of the index.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from .errors import SetupMismatchError
-from .setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
+import numpy as np
+
+from ..decode import DecodeFailure, DecodeLimits
+from ..errors import QueryError, SetupMismatchError
+from ..paths import resolved
+from ..setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
+from ..store import Store
 
 
-class SetupMixin:
-    """The setup half of :class:`~lookalike.Index`; expects ``_store``, ``_options``,
-    ``_embedder`` and ``path`` on the instance."""
+class Model:
+    """The index's model: recorded setup, requested options and the lazily loaded embedder.
 
-    _store: Any
-    _options: EmbedderOptions
-    _embedder: Any
-    path: Any
-    location: Any
+    Args:
+        store: where the setup is recorded (``get_meta``/``set_meta``/``dim``).
+        options: what the caller asked for (unset fields come from the record).
+        location: the index's file or URL, for error messages.
+        embedder: an already built embedder (tests, other backends), or ``None``.
+    """
+
+    def __init__(
+        self, store: Store, options: EmbedderOptions, location: str, embedder: Any = None
+    ) -> None:
+        self._store = store
+        self._options = options
+        self.location = location
+        self.embedder = embedder
+        if embedder is not None:
+            self._check_setup(embedder.setup)
+
+    @property
+    def options(self) -> EmbedderOptions:
+        return self._options
 
     @property
     def setup(self) -> Setup | None:
@@ -26,7 +51,7 @@ class SetupMixin:
         text = self._store.get_meta("setup")
         return Setup.from_json(text) if text else None
 
-    def _check_requested(self) -> None:
+    def check_requested(self) -> None:
         """Cheap check of explicit options against the recorded setup, before any model load."""
         recorded = self.setup
         if recorded is None:
@@ -37,7 +62,7 @@ class SetupMixin:
             recorded.model,
             self._store.get_meta("model_requested"),
         ):
-            from .embed import resolve_model_name
+            from ..embed import resolve_model_name
 
             if resolve_model_name(opts.model) != recorded.model:
                 problems.append(f"model: index has {recorded.model!r}, requested {opts.model!r}")
@@ -49,7 +74,7 @@ class SetupMixin:
                 f"crop: index has {recorded.preprocess.mode!r}, requested {opts.crop!r}"
             )
         if opts.weights is not None and not self._weights_unchanged(opts.weights):
-            from .embed import weights_fingerprint
+            from ..embed import weights_fingerprint
 
             fingerprint = weights_fingerprint(opts)
             if fingerprint != recorded.weights:
@@ -91,7 +116,7 @@ class SetupMixin:
         if problems:
             raise self._mismatch(problems)
 
-    def _effective_options(self) -> EmbedderOptions:
+    def effective_options(self) -> EmbedderOptions:
         """Fill unset options from the recorded setup, so a reopened index embeds the same way."""
         opts = self._options
         recorded = self.setup
@@ -113,20 +138,20 @@ class SetupMixin:
             crop=opts.crop or ("center" if recorded.preprocess.mode == "center" else "none"),
         )
 
-    def _expected_preprocess(self) -> Preprocess | None:
+    def expected_preprocess(self) -> Preprocess | None:
         """The preprocessing the model will have, known before it loads, or ``None``.
 
         The recorded one; for a new index, the one an earlier run of the same request got
         (the user's model cache). Lets decoding start while the model loads.
         """
-        if self._embedder is not None:
-            return self._embedder.setup.preprocess  # type: ignore[no-any-return]
+        if self.embedder is not None:
+            return self.embedder.setup.preprocess  # type: ignore[no-any-return]
         recorded = self.setup
         if recorded is not None:
             return recorded.preprocess
-        from .embed.model_cache import fingerprint, models_root, recall_setup
+        from ..embed.model_cache import fingerprint, models_root, recall_setup
 
-        opts = self._effective_options()
+        opts = self.effective_options()
         root = models_root()
         try:
             setup = recall_setup(root, opts, fingerprint(root, opts))
@@ -134,13 +159,14 @@ class SetupMixin:
             return None
         return setup.preprocess if setup is not None else None
 
-    def _get_embedder(self) -> Any:
-        if self._embedder is None:
-            from .embed.compiled import load_compiled
-            from .embed.model_cache import fingerprint as get_fingerprint
-            from .embed.model_cache import models_root, recall_setup, remember_setup
+    def get_embedder(self) -> Any:
+        """The embedder, loaded on first use (a compiled copy when there is one)."""
+        if self.embedder is None:
+            from ..embed.compiled import load_compiled
+            from ..embed.model_cache import fingerprint as get_fingerprint
+            from ..embed.model_cache import models_root, recall_setup, remember_setup
 
-            opts = self._effective_options()
+            opts = self.effective_options()
             root = models_root()
             setup = self.setup
             fingerprint = None
@@ -157,15 +183,15 @@ class SetupMixin:
             self._check_setup(embedder.setup)
             if fingerprint is not None:
                 remember_setup(root, opts, fingerprint, embedder.setup)
-            self._embedder = embedder
-        return self._embedder
+            self.embedder = embedder
+        return self.embedder
 
     def _build(self, root: Any, opts: EmbedderOptions) -> Any:
         """A model's first run: build it with timm, save a compiled copy, embed with the copy
         (the same vectors for the index and its later queries; OpenVINO's bf16 is ~3x faster
         than TorchScript on a CPU)."""
-        from .embed import load_embedder
-        from .embed.compiled import choose_backend, load_compiled, save_compiled
+        from ..embed import load_embedder
+        from ..embed.compiled import choose_backend, load_compiled, save_compiled
 
         if choose_backend(opts) == "openvino":
             # Converted from fp32 weights in any case: build the model once, fp32 and
@@ -184,9 +210,68 @@ class SetupMixin:
             return load_compiled(root, embedder.setup, opts) or embedder
         return embedder
 
+    def embedder_getter(self, on_stage: Callable[[str], None] | None) -> Callable[[], Any]:
+        """:meth:`get_embedder`, telling ``on_stage`` when a model starts and ends loading."""
+        if on_stage is None:
+            return self.get_embedder
+        told: list[str] = []
+
+        def get() -> Any:
+            if self.embedder is None and not told:
+                told.append("loading-model")
+                on_stage("loading-model")
+            embedder = self.get_embedder()
+            if "embedding" not in told:
+                told.append("embedding")
+                on_stage("embedding")
+            return embedder
+
+        return get
+
+    def embed_file(self, path: str | os.PathLike[str], limits: DecodeLimits) -> np.ndarray:
+        """See :meth:`lookalike.Index.embed`."""
+        from ..decode import decode_path
+
+        embedder = self.get_embedder()
+        try:
+            pixels, _ = decode_path(resolved(path), embedder.setup.preprocess, limits)
+        except DecodeFailure as e:
+            raise QueryError(
+                f"cannot read {os.fspath(path)}: {e.detail or e.reason}", e.reason
+            ) from None
+        assert pixels is not None  # no known hashes were given: always decoded
+        vec = embedder.embed_pixels(pixels[None])[0]
+        if not np.all(np.isfinite(vec)):
+            raise QueryError(f"the model gave no usable vector for {os.fspath(path)}", "bad-vector")
+        return vec  # type: ignore[no-any-return]
+
+    def embed_bytes(
+        self,
+        data: bytes,
+        limits: DecodeLimits,
+        max_pixels: int | None = None,
+        decode: Any = None,
+    ) -> np.ndarray:
+        """See :meth:`lookalike.Index.embed_bytes`."""
+        from dataclasses import replace
+
+        from ..decode import decode_bytes
+
+        if max_pixels is not None:
+            limits = replace(limits, max_pixels=min(max_pixels, limits.max_pixels))
+        embedder = self.get_embedder()
+        try:
+            pixels = (decode or decode_bytes)(data, embedder.setup.preprocess, limits)
+        except DecodeFailure as e:
+            raise QueryError(f"cannot read the image: {e.detail or e.reason}", e.reason) from None
+        vec = embedder.embed_pixels(pixels[None])[0]
+        if not np.all(np.isfinite(vec)):
+            raise QueryError("the model gave no usable vector for the image", "bad-vector")
+        return vec  # type: ignore[no-any-return]
+
 
 def _weights_meta(weights: str) -> dict[str, str]:
-    """``weights_path`` and its ``size:mtime_ns`` stamp, for :meth:`Index._weights_unchanged`."""
+    """``weights_path`` and its ``size:mtime_ns`` stamp, for :meth:`Model._weights_unchanged`."""
     try:
         st = os.stat(weights)
     except OSError:

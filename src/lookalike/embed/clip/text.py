@@ -4,7 +4,7 @@ The text tower is built only when a text query is asked. Its first build (open_c
 torch, the checkpoint) saves a compiled copy in the shared model cache
 (:mod:`lookalike.embed.compiled`'s folder and rules): an OpenVINO IR taking ``(n, L)``
 int64 token ids when OpenVINO is installed, else a frozen TorchScript module. Later
-processes load that copy and tokenize with :class:`~lookalike.embed.clip_tokenizer.ClipTokenizer`:
+processes load that copy and tokenize with :class:`~lookalike.embed.clip.tokenizer.ClipTokenizer`:
 a text query needs neither torch nor open_clip's import (seconds) on the OpenVINO path.
 Each saved copy is checked against open_clip's ``encode_text`` on probe texts first.
 
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, SetupMismatchError
-from ..setup import EmbedderOptions, Setup
-from . import compiled
-from . import openvino_runtime as ovr
-from .clip_tokenizer import ClipTokenizer
-from .openvino_runtime import unit_rows
+from ...errors import ConfigError, SetupMismatchError
+from ...setup import EmbedderOptions, Setup
+from .. import compiled
+from .. import openvino_runtime as ovr
+from ..openvino_runtime import unit_rows
+from .tokenizer import ClipTokenizer
 
 TEXT_LAYOUT = "text-tokens-i64-dynlen"
 PROBE_TEXTS = ("a photo of a red bicycle", "two dogs playing in the snow at night", "cat")
@@ -171,7 +171,7 @@ def _torch_runner(module: Any) -> Any:
 
 
 def _torch_precision(opts: EmbedderOptions) -> str:
-    from .runtime import resolve_precision
+    from ..runtime import resolve_precision
 
     return resolve_precision(opts.precision, "cpu")
 
@@ -182,8 +182,8 @@ def _build(
     """Build the tower with open_clip, check it is the recorded one, save a compiled copy."""
     import torch
 
-    from .clip_embedder import load_clip_model
-    from .clip_towers import ClipTextTower
+    from .embedder import load_clip_model
+    from .towers import ClipTextTower
 
     loaded, built = load_clip_model(replace(opts, model=setup.model, crop=None))
     model: Any = loaded

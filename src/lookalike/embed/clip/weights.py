@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import WeightsUnavailableError
+from ...errors import MissingDependencyError, WeightsUnavailableError
 
 # The files open_clip looks for in a hub repo named without a file (safetensors first).
 HUB_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -40,12 +40,12 @@ def hub_file(name: str, pcfg: dict[str, Any]) -> str:
     Raises:
         WeightsUnavailableError: not cached and not downloadable (offline, no network).
     """
-    from .weights import _hub_error_types, _hub_unresolvable
+    from ..weights import _hub_error_types, _hub_unresolvable
 
     hf_hub = str(pcfg.get("hf_hub") or "")
     if not hf_hub:
         try:
-            return str(_open_clip().download_pretrained(pcfg))
+            return str(open_clip_module().download_pretrained(pcfg))
         except Exception as e:
             raise _unavailable(name, pcfg) from e
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -71,7 +71,12 @@ def hub_file(name: str, pcfg: dict[str, Any]) -> str:
     raise _unavailable(name, pcfg)
 
 
-def _open_clip() -> Any:
-    from .clip_embedder import open_clip_module
-
-    return open_clip_module()
+def open_clip_module() -> Any:
+    """``import open_clip``, or :class:`MissingDependencyError` naming the extra."""
+    try:
+        import open_clip
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"CLIP models need open_clip ({e}): pip install 'lookalike[clip]'"
+        ) from e
+    return open_clip

@@ -1,7 +1,7 @@
 """``lookalike demo``: the whole job on real photos, with nothing to bring.
 
 It builds a folder from the sample photos that ship inside installed packages
-(scikit-image, scikit-learn, matplotlib; :mod:`lookalike._samples`) plus edited copies of
+(scikit-image, scikit-learn, matplotlib; :mod:`lookalike.demo.samples`) plus edited copies of
 each (a crop, a mirror image, shifted colours, a JPEG at quality 20, a grey version, a
 small resize), indexes it with the trained EfficientNet-Lite0 whose weights come from the
 package registry (:mod:`lookalike.embed.shipped`; no model hub needed) and searches it
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _samples
-from .errors import MissingDependencyError
-from .types import Hit, IndexReport
+from ..errors import MissingDependencyError
+from ..types import Hit, IndexReport
+from . import samples as _samples
 
 DEMO_QUERY = "chelsea"
 DEMO_MODEL = "tf_efficientnet_lite0"
@@ -70,7 +70,7 @@ def check_requirements() -> None:
     Raises:
         MissingDependencyError: a package of sample photos, or the model's, is missing.
     """
-    from .embed import shipped
+    from ..embed import shipped
 
     missing = _samples.missing_packages()
     if shipped.package_file() is None and not shipped.hub_available():
@@ -85,7 +85,7 @@ def build_demo_folder(out: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
     """The demo's photo folder under ``out``, written once.
 
     Originals are saved as JPEG (quality 92), each followed by its edited copies
-    (:data:`lookalike._samples.DEMO_EDITS`), named ``<photo>.jpg`` and
+    (:data:`lookalike.demo.samples.DEMO_EDITS`), named ``<photo>.jpg`` and
     ``<photo>__<edit>.jpg``. A complete folder from an earlier run is kept as it is (same
     files, same modification times), so indexing it again embeds nothing.
 
@@ -154,7 +154,7 @@ def run_demo(
         >>> [h.path.rsplit("/", 1)[-1] for h in result.hits[:2]]  # doctest: +SKIP
         ['chelsea__jpeg20.jpg', 'chelsea__hflip.jpg']
     """
-    from .index import Index
+    from ..index import Index
 
     check_requirements()
     root = Path(out).expanduser() if out is not None else default_demo_dir()

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from .cli import _db_option, _guard, _model_options, _open
-from .errors import ConfigError
+from ..errors import ConfigError
+from .options import db_option, guard, model_options, open_index
 
 
 @click.command("serve")
-@_db_option
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -52,8 +52,8 @@ from .errors import ConfigError
     show_default=True,
     help="Largest query image accepted.",
 )
-@_model_options
-@_guard
+@model_options
+@guard
 def command(
     db: str | None,
     host: str,
@@ -69,10 +69,10 @@ def command(
 
     The first line printed is the URL to open; it carries an access token.
     """
-    from .web import require_web
+    from ..web import require_web
 
     require_web()
-    from .web.server import ServeOptions, is_loopback, serve
+    from ..web.server import ServeOptions, is_loopback, serve
 
     if not is_loopback(host):
         if not allow_remote:
@@ -98,7 +98,7 @@ def command(
         sys.stdout.flush()
         click.echo("lookalike: serving; press Ctrl-C to stop", err=True)
 
-    with _open(db, **model_opts) as idx:
+    with open_index(db, **model_opts) as idx:
         try:
             serve(idx, options, echo)
         except KeyboardInterrupt:

@@ -1,0 +1,21 @@
+"""``lookalike remove``: forget the images below a folder."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .options import db_option, guard, no_empty, open_index
+
+
+@click.command("remove")
+@click.argument("folder", type=click.Path())
+@db_option
+@guard
+def command(folder: str, db: str | None) -> None:
+    """Forget every indexed image below FOLDER (files on disk are untouched)."""
+    no_empty("FOLDER", folder)
+    with open_index(db, create=False) as idx:
+        n = idx.remove(folder)
+    click.echo(f"removed {n} images below {os.path.abspath(folder)}")

@@ -1,0 +1,5 @@
+"""The index: :class:`Index`, a facade over its capabilities (see :mod:`.facade`)."""
+
+from .facade import Index, default_db_path
+
+__all__ = ["Index", "default_db_path"]
