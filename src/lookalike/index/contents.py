@@ -28,7 +28,11 @@ def add_embeddings(
     paths: Sequence[str | os.PathLike[str]],
     vectors: np.ndarray,
 ) -> None:
-    """See :meth:`lookalike.Index.add_embeddings`."""
+    """Store your own ``vectors`` (n, dim) for ``paths`` (n) in one transaction.
+
+    Vectors are normalised; non-finite or zero rows are rejected. Paths need not exist
+    (existing files record their size and mtime, so a later update keeps them).
+    """
     vecs = np.asarray(vectors, dtype=np.float32)
     if vecs.ndim != 2 or vecs.shape[0] != len(paths):
         raise ConfigError(

@@ -48,7 +48,8 @@ def similar_to_id(
     folder: str | os.PathLike[str] | None,
     exact: bool,
 ) -> list[Hit]:
-    """See :meth:`lookalike.Index.similar_to_id`."""
+    """See :meth:`lookalike.Index.similar_to_id`; :class:`~lookalike.errors.QueryError`
+    when no image has this id."""
     vec = store.vectors_for([int(image_id)]).get(int(image_id))
     if vec is None:
         raise QueryError(f"no image with id {image_id} in the index", "unknown-id")

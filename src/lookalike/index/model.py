@@ -252,7 +252,19 @@ class Model:
         max_pixels: int | None = None,
         decode: Any = None,
     ) -> np.ndarray:
-        """See :meth:`lookalike.Index.embed_bytes`."""
+        """The vector of an image given as bytes (an upload), decoded in memory.
+
+        Args:
+            data: the image file's bytes; never written anywhere.
+            max_pixels: a stricter decompression-bomb limit than the index's.
+            decode: ``decode(data, preprocess, limits) -> (H, W, 3) uint8`` used instead of
+                :func:`~lookalike.decode.decode_bytes` (same contract, raising
+                :class:`~lookalike.decode.DecodeFailure`): the web server decodes uploads
+                in a worker process with a time limit.
+
+        Raises:
+            QueryError: the bytes are not a usable image; ``reason`` says why.
+        """
         from dataclasses import replace
 
         from ..decode import decode_bytes
