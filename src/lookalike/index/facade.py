@@ -367,9 +367,14 @@ class Index:
         """
         contents.add_embeddings(self._store, self._vectors, paths, vectors)
 
-    def remove(self, folder: str | os.PathLike[str]) -> int:
-        """Forget every image below ``folder`` (the files are untouched). Returns the count."""
-        return contents.remove(self._store, self._vectors, folder)
+    def remove(self, folder: str | os.PathLike[str], *, missing_ok: bool = True) -> int:
+        """Forget every image below ``folder`` (the files are untouched). Returns the count.
+
+        Raises:
+            NotIndexedError: ``missing_ok`` is false and nothing below ``folder`` is
+                indexed (nor is it an indexed folder); its message names the indexed ones.
+        """
+        return contents.remove(self._store, self._vectors, folder, missing_ok)
 
     def failures(self) -> list[FailedFile]:
         """Every file that failed in the latest runs, with its reason."""

@@ -1,0 +1,76 @@
+"""What the CLI says, exactly (#20 items 12, 13, 15): no "removed 0 images" for a folder
+that was never indexed, nested folders shown under their top folder, every option
+explained, numbers with the right plural. In-process (click's runner): no model loads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fakes import make_photos
+
+from lookalike import Index
+from lookalike.cli import main
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def two_roots(tmp_path):
+    """An index of photos/ (4), photos/sub (indexed on its own too, 1) and other/ (3)."""
+    a = make_photos(tmp_path / "photos", 4)
+    sub = make_photos(a / "sub", 1)
+    b = make_photos(tmp_path / "other", 3)
+    db = tmp_path / "x.db"
+    paths = sorted(str(p) for d in (a, sub, b) for p in d.iterdir() if p.is_file())
+    with Index.open(db) as idx:
+        idx.add_embeddings(paths, np.random.default_rng(0).normal(size=(len(paths), 8)))
+        idx._store.add_folders([str(a).encode(), str(sub).encode(), str(b).encode()])
+    return db, a, sub, b
+
+
+def test_remove_a_folder_that_is_not_indexed_is_an_error_naming_the_indexed_ones(
+    two_roots, tmp_path
+):
+    db, a, _sub, b = two_roots
+    r = cli("remove", str(tmp_path / "not-indexed"), "--db", str(db))
+    assert r.exit_code == 1
+    assert r.output.strip() == (
+        f"lookalike: error: {tmp_path / 'not-indexed'} is not indexed (no image below it); "
+        f"indexed folders: {b}, {a}"
+    )
+    with Index.open(db, create=False) as idx:
+        assert idx.info()["images"] == 8  # nothing forgotten
+
+
+def test_remove_says_how_many_with_the_right_plural(two_roots):
+    db, a, sub, _b = two_roots
+    r = cli("remove", str(sub), "--db", str(db))
+    assert (r.exit_code, r.output.strip()) == (0, f"removed 1 image below {sub}")
+    r = cli("remove", str(a), "--db", str(db))
+    assert (r.exit_code, r.output.strip()) == (0, f"removed 4 images below {a}")
+
+
+def test_remove_api_keeps_returning_zero_unless_asked(two_roots, tmp_path):
+    from lookalike.errors import NotIndexedError
+
+    db, *_ = two_roots
+    with Index.open(db, create=False) as idx:
+        assert idx.remove(tmp_path / "nothing") == 0
+        with pytest.raises(NotIndexedError) as e:
+            idx.remove(tmp_path / "nothing", missing_ok=False)
+        assert len(e.value.folders) == 2
+
+
+def test_info_shows_a_nested_folder_under_its_top_folder(two_roots):
+    db, a, sub, b = two_roots
+    r = cli("info", "--db", str(db))
+    lines = r.output.splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.startswith("folders:"))
+    assert lines[i : i + 3] == [
+        f"folders:        {b}",
+        f"                {a}",
+        f"                  {sub} (inside {a}, also indexed on its own)",
+    ]
