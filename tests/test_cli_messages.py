@@ -74,3 +74,41 @@ def test_info_shows_a_nested_folder_under_its_top_folder(two_roots):
         f"                {a}",
         f"                  {sub} (inside {a}, also indexed on its own)",
     ]
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--plot", "{tmp}/missing/dir/out.png"], "the folder {tmp}/missing/dir does not exist"),
+        (["--plot", "{tmp}/out.txt"], "cannot write a .txt file; use one of: .png, "),
+        (["--plot", "{tmp}"], "is a directory"),
+    ],
+)
+def test_search_output_paths_are_checked_before_any_work(tmp_path, args, says):
+    q = make_photos(tmp_path / "q", 1) / "p0000.jpg"
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = CliRunner().invoke(main, ["search", str(q), "--db", str(tmp_path / "no.db"), *args])
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for '--plot'" in r.output and says.format(tmp=tmp_path) in r.output
+    assert "rank" not in r.output  # no table first
+    assert not (tmp_path / "no.db").exists()
+
+
+def test_search_plot_writes_the_format_its_extension_names(two_roots, tmp_path):
+    db, a, _sub, _b = two_roots
+    out = tmp_path / "grid.jpg"
+    r = cli("search", str(a / "p0000.jpg"), "--db", str(db), "-k", "2", "--plot", str(out))
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not a PNG named .jpg
+
+
+@pytest.mark.parametrize("option", ["--csv", "--html"])
+def test_duplicates_output_paths_are_checked_before_any_work(two_roots, tmp_path, option):
+    db, *_ = two_roots
+    r = CliRunner().invoke(
+        main, ["duplicates", "--db", str(db), option, str(tmp_path / "nodir" / "out")]
+    )
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for '{option}': the folder {tmp_path / 'nodir'} does not exist" in (
+        r.output
+    )

@@ -113,6 +113,39 @@ def no_empty(what: str, *values: str | None) -> None:
         raise click.UsageError(f"{what} is empty; name a file or folder ('.' for this one)")
 
 
+def check_output(option: str, path: str | None, formats: dict[str, str] | None = None) -> None:
+    """An output file option, checked with the other arguments before any work (#20):
+    its folder exists and is writable, it is no folder itself, and with ``formats``
+    (extension -> description) its extension is one of them (none at all: the first).
+
+    Raises:
+        click.BadParameter: exit code 2, naming the option.
+    """
+    import os
+
+    if path is None:
+        return
+    if not path.strip():
+        raise click.BadParameter("the file name is empty", param_hint=f"'{option}'")
+    full = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(full)
+    problem = None
+    if os.path.isdir(full):
+        problem = f"{path} is a folder; name a file"
+    elif not os.path.isdir(folder):
+        problem = f"the folder {folder} does not exist"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"cannot write in {folder}"
+    elif formats is not None:
+        ext = os.path.splitext(full)[1].lower().lstrip(".")
+        if ext and ext not in formats:
+            problem = f"cannot write a .{ext} file; use one of: " + ", ".join(
+                f".{e}" for e in formats
+            )
+    if problem:
+        raise click.BadParameter(problem, param_hint=f"'{option}'")
+
+
 def open_index(db: str | None, **opts: Any) -> Any:
     from ..index import Index
 

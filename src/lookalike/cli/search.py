@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from .options import db_option, guard, model_options, no_empty, open_index, update_index
+from .options import (
+    check_output,
+    db_option,
+    guard,
+    model_options,
+    no_empty,
+    open_index,
+    update_index,
+)
 
 
 @click.command("search")
@@ -36,7 +44,12 @@ from .options import db_option, guard, model_options, no_empty, open_index, upda
 @model_options
 @click.option("--exact", is_flag=True, help="Compare with every vector (no approximate index).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write the result grid as a PNG.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Write the result grid as a picture: PNG, or the format its extension names "
+    "(.jpg, .pdf, .svg...).",
+)
 @click.option("--show", is_flag=True, help="Open the result grid in a window.")
 @guard
 def command(
@@ -57,9 +70,11 @@ def command(
     With --text (a CLIP index), QUERY is optional and a lone folder argument is FOLDER.
     """
     from ..present import hits_json, hits_table
+    from ..present.grid import grid_formats
 
     no_empty("QUERY", query)
     no_empty("FOLDER", folder)
+    check_output("--plot", plot, grid_formats())  # before any work, not after the table
     if texts or negatives:
         _search_terms(
             query, folder, k, db, exact, as_json, plot, show, texts, negatives, model_opts

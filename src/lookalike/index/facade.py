@@ -27,7 +27,7 @@ from .search import Vectors, query_vector
 from .text import TextSearch
 
 if TYPE_CHECKING:
-    from ..duplicates.api import IndexParts
+    from ..duplicates.api import IndexParts, ThresholdChoice
     from ..duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 
 Folders = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
@@ -523,8 +523,8 @@ class Index:
         """The duplicate groups with the threshold used, the image count and the time taken.
 
         Args:
-            threshold: cosine from which two images are copies; default: the index's
-                calibrated threshold (see :meth:`calibrate_duplicates`), else 0.90.
+            threshold: cosine from which two images are copies; default: the one
+                :meth:`duplicate_threshold` chooses (one rule for every caller).
             folders: only images below these folders.
             keep: which file stays: criteria tried in order (``resolution``, ``size``,
                 ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``,
@@ -557,6 +557,22 @@ class Index:
         from ..duplicates.api import calibrate_index
 
         return calibrate_index(self._parts(), target_precision, sample, seed)
+
+    def duplicate_threshold(
+        self, threshold: float | None = None, *, calibrate: bool | str = "auto"
+    ) -> ThresholdChoice:
+        """The duplicate threshold :meth:`duplicate_report` uses, and where it comes from:
+        ``threshold`` when given; else the calibration recorded for the index's model;
+        else (``calibrate`` ``"auto"``/true, a SQLite index with images) one made now and
+        recorded, so the CLI, the web review and the API all use the same one; else 0.90.
+
+        Example:
+            >>> idx.duplicate_threshold().sentence()  # doctest: +SKIP
+            'threshold 0.54: 100% precision on edited copies of your images, ...'
+        """
+        from ..duplicates.api import duplicate_threshold
+
+        return duplicate_threshold(self._parts(), threshold, calibrate)
 
     def duplicate_calibration(self) -> Calibration | None:
         """The calibration recorded for this index's model, or ``None``."""

@@ -30,6 +30,23 @@ def _short(name: str, width: int = 30) -> str:
     return name if len(name) <= width else name[: width - 12] + "…" + name[-11:]
 
 
+def grid_formats() -> dict[str, str]:
+    """The picture formats :func:`plot_grid` can write, by extension (``png`` first):
+    matplotlib's own list, which depends on what is installed, less PGF (it needs LaTeX)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    found = dict(FigureCanvasBase.get_supported_filetypes())
+    found.pop("pgf", None)
+    return {"png": found.get("png", "Portable Network Graphics"), **found}
+
+
+def _format(out: str | os.PathLike[str]) -> str:
+    """The format an output name asks for: its extension when matplotlib writes it, else
+    PNG (a name without an extension; the CLI refuses an unknown one before any work)."""
+    ext = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
+    return ext if ext in grid_formats() else "png"
+
+
 def plot_grid(
     query: str | None,
     hits: Sequence[Hit],
@@ -85,7 +102,7 @@ def plot_grid(
         ax.axis("off")
     fig.tight_layout(h_pad=1.2)
     if out is not None:
-        fig.savefig(out, format="png", dpi=DPI)
+        fig.savefig(out, format=_format(out), dpi=DPI)
     if show:
         plt.show()
     plt.close(fig)

@@ -100,7 +100,11 @@ def info_lines(info: dict[str, Any]) -> list[str]:
         cal = info["duplicate_threshold"]
         lines.append(
             "duplicates:     "
-            + (f"threshold {cal['sentence']}" if cal else "not calibrated (threshold 0.90)")
+            + (
+                f"threshold {cal['sentence']}"
+                if cal
+                else "not calibrated yet (the first `lookalike duplicates` calibrates it)"
+            )
         )
     if "integrity" in info:
         lines.append(f"integrity:      {info['integrity']}")
