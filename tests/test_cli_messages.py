@@ -112,3 +112,15 @@ def test_duplicates_output_paths_are_checked_before_any_work(two_roots, tmp_path
     assert f"Invalid value for '{option}': the folder {tmp_path / 'nodir'} does not exist" in (
         r.output
     )
+
+
+@pytest.mark.parametrize("command", ["search", "duplicates"])
+def test_search_and_duplicates_with_a_folder_take_no_wait(two_roots, command):
+    from lookalike.index.lock import update_lock
+
+    db, a, _sub, _b = two_roots
+    args = [str(a / "p0000.jpg"), str(a)] if command == "search" else [str(a)]
+    with update_lock(db):  # "another run" holds the index
+        r = cli(command, *args, "--db", str(db), "--no-wait")
+    assert r.exit_code == 1, r.output
+    assert "is updating the index" in r.output

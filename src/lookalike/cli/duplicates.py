@@ -13,6 +13,7 @@ from .options import (
     db_option,
     guard,
     model_options,
+    no_wait_option,
     open_index,
     update_index,
 )
@@ -28,6 +29,7 @@ def keep_rule(param: click.Parameter, value: str) -> str:
     except ConfigError as e:
         raise click.BadParameter(str(e), param=param) from None
     return value
+
 
 _KEEP_HELP = (
     "Which file of a group stays: criteria tried in order, comma-separated "
@@ -91,6 +93,7 @@ _KEEP_HELP = (
     help="Move the files an undo manifest lists back where they were.",
 )
 @model_options
+@no_wait_option
 @guard
 def command(
     folders: tuple[str, ...],
@@ -105,6 +108,7 @@ def command(
     recalibrate: bool,
     target_precision: float,
     undo_manifest: str | None,
+    no_wait: bool = False,
     **model_opts: Any,
 ) -> None:
     """Groups of copies among the indexed images (FOLDERS: update them first, look only
@@ -133,7 +137,9 @@ def command(
                 click.echo("\n".join(move_lines(done)))
             return
         if folders:
-            report = update_index(idx, folders, not as_json and sys.stderr.isatty())
+            report = update_index(
+                idx, folders, not as_json and sys.stderr.isatty(), wait=not no_wait
+            )
             if report.failed:
                 click.echo(
                     f"({len(report.failed)} files could not be indexed; see `lookalike info`)",

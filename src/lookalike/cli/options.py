@@ -83,6 +83,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["auto", "cpu", "cuda", "mps"]),
             default="auto",
             show_default=True,
+            help="Where the model runs: auto = CUDA, else Apple's MPS, else the CPU.",
         ),
         click.option(
             "--backend",
@@ -105,6 +106,14 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def no_wait_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--no-wait",
+        is_flag=True,
+        help="If another run is updating this index, stop instead of waiting for it.",
+    )(fn)
 
 
 def no_empty(what: str, *values: str | None) -> None:
