@@ -124,3 +124,25 @@ def test_search_and_duplicates_with_a_folder_take_no_wait(two_roots, command):
         r = cli(command, *args, "--db", str(db), "--no-wait")
     assert r.exit_code == 1, r.output
     assert "is updating the index" in r.output
+
+
+def test_compiling_is_announced_only_when_no_compiled_copy_exists(
+    tmp_path, tiny_weights, monkeypatch
+):
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "fresh-model-cache"))
+    photos = make_photos(tmp_path / "photos", 3)
+    seen = []
+    for n in range(2):
+        stages: list[str] = []
+        with Index.open(
+            tmp_path / f"{n}.db",
+            model="test_resnet.r160_in1k",
+            weights=tiny_weights,
+            backend="torch",  # TorchScript: quicker to compile than OpenVINO
+        ) as idx:
+            idx.update(photos, on_stage=stages.append)
+        seen.append(stages)
+    assert seen == [
+        ["loading-model", "compiling-model", "embedding"],
+        ["loading-model", "embedding"],  # was "(first run compiles it once)" again
+    ]

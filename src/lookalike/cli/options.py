@@ -199,7 +199,9 @@ def progress_hooks(bar: Any) -> dict[str, Any]:
 
     def on_stage(stage: str) -> None:
         if stage == "loading-model":
-            bar.update(task, description="loading model... (first run compiles it once)")
+            bar.update(task, description="loading model...")
+        elif stage == "compiling-model":  # only when no compiled copy is cached (#20)
+            bar.update(task, description="compiling the model (once, on its first run)...")
         else:
             ready.update(at=time.monotonic(), embedded=ready["last"])
             bar.update(task, description="indexing")

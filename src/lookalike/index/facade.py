@@ -271,8 +271,9 @@ class Index:
                 :mod:`lookalike.index.lock`), wait for it, then do what is left; ``False``:
                 raise :class:`~lookalike.errors.IndexBusyError`.
             on_wait: called with one sentence (who holds the lock) before waiting.
-            on_stage: called with ``"loading-model"`` before the model loads (the first
-                run of a model compiles it) and ``"embedding"`` once it is ready.
+            on_stage: called with ``"loading-model"`` before the model loads, then
+                ``"compiling-model"`` when it has no compiled copy yet (a model's first
+                run builds and compiles it), and ``"embedding"`` once it is ready.
 
         Raises:
             SourceUnavailableError: a folder is missing, unreadable or looks unmounted;
