@@ -38,7 +38,20 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _remember_create_dirs(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta["lookalike.create_dirs"] = value
+    return value
+
+
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--create-dirs",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember_create_dirs,
+        help="Create the folder of --db when it does not exist (without it, a folder "
+        "that is not there is an error: a typo must not start a new index).",
+    )(fn)
     return click.option(
         "--db",
         type=click.Path(dir_okay=False),
@@ -46,6 +59,27 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Index file (SQLite), or a postgresql://USER@HOST[:PORT]/DBNAME URL. "
         "Default: $LOOKALIKE_DB, else index.db in the user data dir.",
     )(fn)
+
+
+def check_db_folder(db: str | None) -> None:
+    """A --db (or $LOOKALIKE_DB) in a folder that does not exist is a usage error, unless
+    --create-dirs: a typo would otherwise start a new, empty index somewhere (#20). The
+    default location (the user data dir) is created as needed."""
+    import os
+
+    from ..store import is_postgres_url
+
+    if db is None or is_postgres_url(db):
+        return
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("lookalike.create_dirs"):
+        return
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(db)))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(
+            f"the folder {folder} does not exist; create it, or add --create-dirs",
+            param_hint="'--db'",
+        )
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -158,6 +192,8 @@ def check_output(option: str, path: str | None, formats: dict[str, str] | None =
 def open_index(db: str | None, **opts: Any) -> Any:
     from ..index import Index
 
+    if opts.get("create", True):
+        check_db_folder(db)
     idx = Index.open(db, **opts)
     for warning in idx.warnings:
         click.echo(f"lookalike: warning: {warning}", err=True)

@@ -70,6 +70,7 @@ class Index:
         embedder: Any = None,
     ) -> None:
         self._store = store
+        self._fresh: list[Path] = []  # files a failed first run removes (see .fresh)
         self._decode_limits = decode_limits or DecodeLimits()
         self._workers = workers
         self._vectors = Vectors(store, cache_dir, ann=ann, ann_threshold=ann_threshold)
@@ -154,6 +155,9 @@ class Index:
             from .preflight import require_index
 
             require_index(location, named=path is not None or "LOOKALIKE_DB" in os.environ)
+        from .fresh import discard, new_paths
+
+        fresh = new_paths(location) if create else []
         store = open_store(location, create=create)
         db_path = getattr(store, "path", None)  # a database server keeps no cache beside it
         try:
@@ -170,14 +174,23 @@ class Index:
             index._model.check_requested()
         except BaseException:
             store.close()
+            discard(fresh)  # a bad --model or --weights leaves no empty index behind
             raise
+        index._fresh = fresh
         return index
 
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        from .fresh import discard, nothing_recorded
+
+        # A first run that failed before recording anything (no model hub, ...) removes
+        # the new index it made: no "images: 0, model: (none yet)" left behind (#20).
+        doomed = exc_type is not None and self._fresh and nothing_recorded(self._store)
         self.close()
+        if doomed:
+            discard(self._fresh)
 
     def close(self) -> None:
         """Release the database and caches. The index stays usable on disk."""
