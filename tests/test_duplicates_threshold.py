@@ -91,3 +91,22 @@ def test_an_unknown_keep_rule_is_a_usage_error(pixel_index):
     r = CliRunner().invoke(main, ["duplicates", "--db", str(pixel_index), "--keep", "biggest"])
     assert r.exit_code == 2
     assert "Invalid value for '--keep': unknown keep criterion 'biggest'" in r.output
+
+
+def test_the_web_review_uses_the_clis_threshold_on_an_uncalibrated_index(pixel_index):
+    """The web review on a never-calibrated index calibrated nothing and showed 0.90
+    "(default)" while the CLI calibrated: one index, two sets of groups (#20 item 13)."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from lookalike.web import create_app
+    from lookalike.web.security import Guard
+
+    with Index.open(pixel_index, embedder=PixelEmbedder(), workers=0) as idx:
+        app = create_app(idx, guard=Guard(token="t", max_body_bytes=1 << 20))
+        client = TestClient(app, base_url="http://127.0.0.1:8765")
+        client.headers["Authorization"] = "Bearer t"
+        web = client.get("/api/duplicates").json()
+        cli = idx.duplicate_report()
+    assert web["threshold_source"] == "calibrated"
+    assert web["threshold"] == cli.threshold
