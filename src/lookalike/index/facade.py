@@ -71,6 +71,7 @@ class Index:
     ) -> None:
         self._store = store
         self._fresh: list[Path] = []  # files a failed first run removes (see .fresh)
+        self._opened: tuple[int, int] | None = None  # the database file it opened
         self._decode_limits = decode_limits or DecodeLimits()
         self._workers = workers
         self._vectors = Vectors(store, cache_dir, ann=ann, ann_threshold=ann_threshold)
@@ -155,7 +156,7 @@ class Index:
             from .preflight import require_index
 
             require_index(location, named=path is not None or "LOOKALIKE_DB" in os.environ)
-        from .fresh import discard, new_paths
+        from .fresh import claimed, discard, identity, new_paths, nothing_recorded
 
         fresh = new_paths(location) if create else []
         store = open_store(location, create=create)
@@ -173,24 +174,33 @@ class Index:
             )
             index._model.check_requested()
         except BaseException:
-            store.close()
-            discard(fresh)  # a bad --model or --weights leaves no empty index behind
+            # A bad --model or --weights leaves no empty index behind (unless another run
+            # has started using it meanwhile).
+            with claimed(db_path if fresh else None) as ours:
+                doomed = ours and nothing_recorded(store)
+                store.close()
+                if doomed:
+                    discard(fresh)
             raise
         index._fresh = fresh
+        index._opened = identity(db_path)
         return index
 
     def __enter__(self) -> Index:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        from .fresh import discard, nothing_recorded
+        from .fresh import claimed, discard, nothing_recorded
 
         # A first run that failed before recording anything (no model hub, ...) removes
-        # the new index it made: no "images: 0, model: (none yet)" left behind (#20).
-        doomed = exc_type is not None and self._fresh and nothing_recorded(self._store)
-        self.close()
-        if doomed:
-            discard(self._fresh)
+        # the new index it made: no "images: 0, model: (none yet)" left behind (#20);
+        # never while another run holds its update lock (it is using it).
+        failed_first = exc_type is not None and bool(self._fresh)
+        with claimed(getattr(self._store, "path", None) if failed_first else None) as ours:
+            doomed = ours and nothing_recorded(self._store)
+            self.close()
+            if doomed:
+                discard(self._fresh)
 
     def close(self) -> None:
         """Release the database and caches. The index stays usable on disk."""
@@ -318,6 +328,7 @@ class Index:
             follow_links=follow_links,
             include_hidden=include_hidden,
             expected=self._expected_preprocess,
+            opened=self._opened,
         )
 
     def embed(self, path: str | os.PathLike[str]) -> np.ndarray:

@@ -38,14 +38,16 @@ def update_index(
     follow_links: bool,
     include_hidden: bool,
     expected: Callable[[], Preprocess | None],
+    opened: tuple[int, int] | None = None,
 ) -> IndexReport:
     """See :meth:`lookalike.Index.update` (``expected``: the preprocessing guessed before
-    the model loads)."""
+    the model loads; ``opened``: the database file's identity when it was opened)."""
     if not folders:
         raise ConfigError("name at least one folder to index")
     if any(not os.fspath(f) for f in folders):  # "" would silently mean the cwd
         raise ConfigError("a folder name is empty (the current folder is '.')")
     from ..engine import make_engine
+    from .fresh import check_still_there
     from .lock import update_lock
 
     runner = make_engine(
@@ -56,6 +58,7 @@ def update_index(
         workers=workers,
     )
     with update_lock(getattr(store, "path", None), wait=wait, on_wait=on_wait):
+        check_still_there(getattr(store, "path", None), opened)
         report = run_update(
             store,
             list(folders),
