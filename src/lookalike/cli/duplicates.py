@@ -16,6 +16,7 @@ from .options import (
     no_wait_option,
     open_index,
     update_index,
+    writing,
 )
 
 
@@ -151,10 +152,10 @@ def command(
         found = idx.duplicate_report(threshold, list(folders) or None, keep)
         found = dataclasses.replace(found, seconds=time.perf_counter() - started)
         if csv_file:
-            with open(csv_file, "w", encoding="utf-8", newline="") as f:
+            with writing("--csv", csv_file), open(csv_file, "w", encoding="utf-8", newline="") as f:
                 f.write(report_csv(found.groups))
         if html_file:
-            with open(html_file, "w", encoding="utf-8") as f:
+            with writing("--html", html_file), open(html_file, "w", encoding="utf-8") as f:
                 f.write(report_html(found))
         if as_json:
             click.echo(report_json(found))

@@ -7,9 +7,10 @@ Expected errors print one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -71,15 +72,33 @@ def check_db_folder(db: str | None) -> None:
 
     if db is None or is_postgres_url(db):
         return
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(db)))
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:  # --create-dirs cannot help either
+        raise click.BadParameter(
+            f"{blocker} is a file, not a folder: the index cannot go below it",
+            param_hint="'--db'",
+        )
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.meta.get("lookalike.create_dirs"):
         return
-    folder = os.path.dirname(os.path.abspath(os.path.expanduser(db)))
     if not os.path.isdir(folder):
         raise click.BadParameter(
             f"the folder {folder} does not exist; create it, or add --create-dirs",
             param_hint="'--db'",
         )
+
+
+def _file_in_the_way(folder: str) -> str | None:
+    """The nearest existing ancestor of ``folder`` (itself included) when it is no folder."""
+    import os
+
+    while not os.path.lexists(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+    return None if os.path.isdir(folder) else folder
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -175,6 +194,8 @@ def check_output(option: str, path: str | None, formats: dict[str, str] | None =
     problem = None
     if os.path.isdir(full):
         problem = f"{path} is a folder; name a file"
+    elif path.endswith(("/", os.sep)):
+        problem = f"{path} ends with '/', so it names a folder; name a file"
     elif not os.path.isdir(folder):
         problem = f"the folder {folder} does not exist"
     elif not os.access(folder, os.W_OK | os.X_OK):
@@ -187,6 +208,16 @@ def check_output(option: str, path: str | None, formats: dict[str, str] | None =
             )
     if problem:
         raise click.BadParameter(problem, param_hint=f"'{option}'")
+
+
+@contextlib.contextmanager
+def writing(option: str, path: str) -> Iterator[None]:
+    """Writing an output file: an OS error (disk full, a pipe that closed...) is one line
+    and exit code 1, never a traceback."""
+    try:
+        yield
+    except OSError as e:
+        fail(f"cannot write {path} ({option}): {e.strerror or e}")
 
 
 def open_index(db: str | None, **opts: Any) -> Any:

@@ -17,6 +17,7 @@ from .options import (
     no_wait_option,
     open_index,
     update_index,
+    writing,
 )
 
 
@@ -171,4 +172,5 @@ def _plot(
             + (f"; wrote {out}" if out else "; use --plot FILE"),
             err=True,
         )
-    plot_grid(query, hits, out, show=can_show, text=text)
+    with writing("--plot", out or ""):
+        plot_grid(query, hits, out, show=can_show, text=text)

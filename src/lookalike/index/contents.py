@@ -63,6 +63,9 @@ def remove(
     """See :meth:`lookalike.Index.remove`."""
     forms = path_forms(folder)
     ids = store.ids_under(forms)
+    if ids.size == 0:  # an indexed image file: forget it alone
+        found = [store.lookup(form) for form in forms]
+        ids = np.unique(np.array([f[0].id for f in found if f is not None], np.int64))
     if ids.size == 0 and not missing_ok:
         recorded = store.folders()
         if not any(_below(f, form) for f in recorded for form in forms):

@@ -394,6 +394,7 @@ class Index:
 
     def remove(self, folder: str | os.PathLike[str], *, missing_ok: bool = True) -> int:
         """Forget every image below ``folder`` (the files are untouched). Returns the count.
+        ``folder`` may also name one indexed image: that one is forgotten.
 
         Raises:
             NotIndexedError: ``missing_ok`` is false and nothing below ``folder`` is

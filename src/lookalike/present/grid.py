@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -102,7 +103,12 @@ def plot_grid(
         ax.axis("off")
     fig.tight_layout(h_pad=1.2)
     if out is not None:
-        fig.savefig(out, format=_format(out), dpi=DPI)
+        # Rendered first, then written in one go: a pipe or FIFO (`--plot >(viewer)`) cannot
+        # seek, which some formats need while being written.
+        buf = io.BytesIO()
+        fig.savefig(buf, format=_format(out), dpi=DPI)
+        with open(out, "wb") as f:
+            f.write(buf.getvalue())
     if show:
         plt.show()
     plt.close(fig)
