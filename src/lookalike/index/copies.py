@@ -19,7 +19,7 @@ from ..store import Store
 from .search import Vectors
 
 if TYPE_CHECKING:
-    from ..duplicates.api import IndexParts
+    from ..duplicates.api import IndexParts, ThresholdChoice
     from ..duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 
 Folders = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
@@ -65,6 +65,15 @@ class Copies:
         from ..duplicates.api import duplicate_report
 
         return duplicate_report(self.parts(), threshold, folders, keep, calibrate)
+
+    def threshold(self, threshold: float | None, calibrate: bool | str) -> ThresholdChoice:
+        """See :meth:`lookalike.Index.duplicate_threshold`: ``threshold`` when given; else the
+        calibration recorded for the index's model; else (``calibrate`` ``"auto"``/true, a
+        SQLite index with images) one made now and recorded, so the CLI, the web review and
+        the API all use the same one; else 0.90."""
+        from ..duplicates.api import duplicate_threshold
+
+        return duplicate_threshold(self.parts(), threshold, calibrate)
 
     def calibrate(self, target_precision: float, sample: int, seed: int) -> Calibration:
         """See :meth:`lookalike.Index.calibrate_duplicates`. Loads the model; ``sample``

@@ -17,6 +17,7 @@ from ..setup import EmbedderOptions, Setup
 from ..store import Store, open_store
 from ..types import FailedFile, Hit, IndexReport
 from . import contents, opening
+from . import fresh as fresh_run
 from . import images as by_id
 from .copies import Copies, Folders
 from .model import Model
@@ -24,6 +25,7 @@ from .search import Vectors, query_vector
 from .text import TextSearch
 
 if TYPE_CHECKING:
+    from ..duplicates.api import ThresholdChoice
     from ..duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 
 PathLike = str | os.PathLike[str]
@@ -46,6 +48,8 @@ class Index:
         ann: str = "auto", ann_threshold: int = 100_000, embedder: Any = None,
     ) -> None:  # fmt: skip
         self._store = store
+        self._fresh: list[Path] = []  # files a failed first run removes (index/fresh.py)
+        self._opened: tuple[int, int] | None = None  # the database file it opened
         self._decode_limits = limits = decode_limits or DecodeLimits()
         self._workers = workers
         self._vectors = vectors = Vectors(store, cache_dir, ann=ann, ann_threshold=ann_threshold)
@@ -76,7 +80,10 @@ class Index:
             model=model, weights=weights, pool=pool, crop=crop, precision=precision,
             device=device, backend=backend, batch_size=batch_size, ann=ann,
         )  # fmt: skip
-        store = open_store(opening.location(path, create=create), create=create)
+        where = opening.location(path, create=create)
+        fresh = fresh_run.new_paths(where) if create else []
+        store = open_store(where, create=create)
+        db_path = getattr(store, "path", None)
         try:
             index = cls(
                 store, options, cache_dir=opening.cache_dir(store), workers=workers,
@@ -85,15 +92,18 @@ class Index:
             )  # fmt: skip
             index._model.check_requested()
         except BaseException:
-            store.close()
+            fresh_run.close_and_discard(store, store.close, fresh, failed=True)
             raise
+        index._fresh = fresh
+        index._opened = fresh_run.identity(db_path)
         return index
 
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        failed = exc_type is not None
+        fresh_run.close_and_discard(self._store, self.close, self._fresh, failed=failed)
 
     def close(self) -> None:
         """Release the database and caches. The index stays usable on disk."""
@@ -139,6 +149,7 @@ class Index:
             folders, engine=engine, ray_address=ray_address, wait=wait, on_wait=on_wait,
             on_stage=on_stage, on_progress=on_progress, follow_links=follow_links,
             include_hidden=include_hidden, expected=self._model.expected_preprocess,
+            opened=self._opened,
         )  # fmt: skip
 
     def embed(self, path: PathLike) -> np.ndarray:
@@ -168,9 +179,11 @@ class Index:
         """Store your own ``vectors`` (n, dim) for ``paths`` (n), in one transaction."""
         contents.add_embeddings(self._store, self._vectors, paths, vectors)
 
-    def remove(self, folder: PathLike) -> int:
-        """Forget every image below ``folder`` (the files are untouched). Returns the count."""
-        return contents.remove(self._store, self._vectors, folder)
+    def remove(self, folder: PathLike, *, missing_ok: bool = True) -> int:
+        """Forget every image below ``folder`` (or that one indexed image; the files are
+        untouched) and return the count; ``NotIndexedError`` when nothing is there and
+        ``missing_ok`` is false."""
+        return contents.remove(self._store, self._vectors, folder, missing_ok)
 
     def failures(self) -> list[FailedFile]:
         """Every file that failed in the latest runs, with its reason."""
@@ -253,7 +266,7 @@ class Index:
     ) -> DuplicateReport:  # fmt: skip
         """The duplicate groups with the threshold used, the image count and the time taken.
 
-        ``threshold`` defaults to the calibrated one (``calibrate="auto"`` makes it once);
+        ``threshold`` defaults to :meth:`duplicate_threshold`'s (one rule for every caller);
         ``keep`` lists which file stays, criteria in order (README, "Near-duplicates").
         """
         return self._copies.report(threshold, folders, keep, calibrate)
@@ -264,6 +277,13 @@ class Index:
         """Choose the duplicate threshold on edited copies of ``sample`` indexed images and
         record it for the index's model (:mod:`lookalike.duplicates.calibrate`)."""
         return self._copies.calibrate(target_precision, sample, seed)
+
+    def duplicate_threshold(
+        self, threshold: float | None = None, *, calibrate: bool | str = "auto"
+    ) -> ThresholdChoice:
+        """The duplicate threshold :meth:`duplicate_report` uses and where it comes from:
+        given, else recorded for the model, else calibrated now (``calibrate``), else 0.90."""
+        return self._copies.threshold(threshold, calibrate)
 
     def duplicate_calibration(self) -> Calibration | None:
         """The calibration recorded for this index's model, or ``None``."""

@@ -38,6 +38,7 @@ def update_index(
     follow_links: bool,
     include_hidden: bool,
     expected: Callable[[], Preprocess | None],
+    opened: tuple[int, int] | None = None,
 ) -> IndexReport:
     """Bring the index up to date with ``folders`` (recursively): :meth:`lookalike.Index.update`.
 
@@ -55,10 +56,13 @@ def update_index(
             :mod:`lookalike.index.lock`), wait for it, then do what is left; ``False``:
             raise :class:`~lookalike.errors.IndexBusyError`.
         on_wait: called with one sentence (who holds the lock) before waiting.
-        on_stage: called with ``"loading-model"`` before the model loads (the first run of
-            a model compiles it) and ``"embedding"`` once it is ready.
+        on_stage: called with ``"loading-model"`` before the model loads, then
+            ``"compiling-model"`` when it has no compiled copy yet (a model's first run
+            builds and compiles it), and ``"embedding"`` once it is ready.
         expected: the preprocessing guessed before the model loads (decoding starts early;
             a wrong guess decodes again).
+        opened: the database file's identity when it was opened (a run whose new index
+            was removed meanwhile stops instead of writing to a deleted file).
 
     Raises:
         SourceUnavailableError: a folder is missing, unreadable or looks unmounted; nothing
@@ -73,6 +77,7 @@ def update_index(
     if any(not os.fspath(f) for f in folders):  # "" would silently mean the cwd
         raise ConfigError("a folder name is empty (the current folder is '.')")
     from ..engine import make_engine
+    from .fresh import check_still_there
     from .lock import update_lock
 
     runner = make_engine(
@@ -83,6 +88,7 @@ def update_index(
         workers=workers,
     )
     with update_lock(getattr(store, "path", None), wait=wait, on_wait=on_wait):
+        check_still_there(getattr(store, "path", None), opened)
         report = run_update(
             store,
             list(folders),

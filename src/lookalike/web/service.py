@@ -302,12 +302,14 @@ class Library:
     def find_duplicates(self, threshold: float | None) -> Any:
         """The duplicate report (or group list); call with the lock held.
 
-        Never calibrates here: calibration embeds a sample of images (minutes on a large
-        index) and would hold every other request up; ``lookalike duplicates`` does it.
+        The threshold comes from the same rule as ``lookalike duplicates``
+        (:func:`lookalike.duplicates.api.duplicate_threshold`): given, else the recorded
+        calibration, else a calibration made now and recorded, so the CLI and the review
+        show the same groups on one index (#20).
         """
         report = getattr(self.index, "duplicate_report", None)
         if report is not None:
-            return report(threshold, calibrate=False)
+            return report(threshold)
         return self.index.duplicates(threshold=threshold)
 
     def _mover(self) -> Callable[..., Any] | None:
