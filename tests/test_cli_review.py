@@ -93,3 +93,14 @@ def test_a_db_below_a_file_says_so(tmp_path, create_dirs):
     assert r.exit_code == 2, r.output
     assert f"{tmp_path / 'afile'} is a file, not a folder" in r.output
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("image_id", [2**63, 10**20, -(2**64)])
+def test_an_id_beyond_64_bits_is_no_image(indexed, image_id):
+    from lookalike.errors import QueryError
+
+    db, _a = indexed
+    with Index.open(db, create=False) as idx:
+        with pytest.raises(QueryError, match="no image with id"):  # was OverflowError
+            idx.similar_to_id(image_id, k=3)
+        assert idx.image_path(image_id) is None
