@@ -152,7 +152,7 @@ def text_latency(
                 times.append(time.perf_counter() - t)
             out[f"warm_{label}_ms"] = round(1000 * statistics.median(times), 2)
         out["text_index_images"] = idx.info()["images"]
-        out["text_backend"] = idx._text.backend
+        out["text_backend"] = idx._text_search.encoder.backend
     return out
 
 
@@ -170,7 +170,7 @@ def model_only(db: str, weights: Path, model: str, device: str) -> dict[str, flo
         for per_request in (shipped, 16, 32):
             ovr.PER_REQUEST_BATCH = per_request
             with Index.open(db, model=model, weights=str(weights), device=device) as idx:
-                emb = idx._get_embedder()
+                emb = idx._model.get_embedder()
                 h, w = idx.setup.preprocess.size
                 px = np.random.default_rng(0).integers(0, 255, (256, h, w, 3), dtype=np.uint8)
                 emb.embed_pixels(px[:64])

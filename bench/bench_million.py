@@ -294,7 +294,7 @@ def main() -> None:
     # --- build ----------------------------------------------------------------------
     t = time.perf_counter()
     if args.via_index:
-        vs = index._vector_search()  # what Index.update() calls at the end of a run
+        vs = index._vectors.vector_search()  # what Index.update() calls at the end of a run
         vs.ann_config = config
     stats = vs.build_ann(force=reuse)
     out["build"] = dict(

@@ -72,7 +72,7 @@ def run_update(folder: Path, db: Path, engine: str, model: str, weights: Path) -
     with Index.open(db, model=model, weights=weights) as idx:
         runner: object = engine
         if engine == "ray":
-            runner = RayEngine(options=idx._effective_options, limits=idx._decode_limits)
+            runner = RayEngine(options=idx._model.effective_options, limits=idx._decode_limits)
         report = idx.update(
             folder,
             engine=runner,

@@ -68,7 +68,7 @@ def reader(db: Path, dim: int, seconds: float) -> dict:
     epochs: list[str] = []
     with Index.open(db, ann="off") as idx:
         idx.search_vector(queries[0], k=10)
-        vs = idx._vector_search()
+        vs = idx._vectors.vector_search()
         epochs.append(vs._cache.epoch)
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:

@@ -116,7 +116,7 @@ def build_index(root: Path, n: int, dim: int, photos: int) -> Path:
             part = paths[start : start + 20_000]
             idx.add_embeddings(part, rng.standard_normal((len(part), dim), dtype=np.float32))
         idx._store.add_folders([os.fsencode(folder)])
-        idx._vector_search().build_ann()  # as `lookalike index` does at the end of a run
+        idx._vectors.vector_search().build_ann()  # as `lookalike index` does at the end of a run
     return db
 
 

@@ -261,7 +261,10 @@ def test_update_says_when_the_model_loads(tmp_path, tiny_weights, photos):
     stages: list[str] = []
     with Index.open(tmp_path / "i.db", model=TINY, weights=tiny_weights) as idx:
         idx.update(photos, on_stage=stages.append)
-        assert stages == ["loading-model", "embedding"]
+        assert stages in (
+            ["loading-model", "embedding"],  # compiled by an earlier test
+            ["loading-model", "compiling-model", "embedding"],
+        )
         stages.clear()
         (photos / "p0001.jpg").unlink()
         idx.update(photos, on_stage=stages.append)  # nothing to embed: no model needed

@@ -88,7 +88,11 @@ def test_remove_counts_and_the_emptied_folder_flow(cli, tmp_path):
     assert result.stdout.strip() == f"removed 3 images below {photos}"
     info = info_json(cli)
     assert info["images"] == 2 and info["folders"] == [str(other)]
-    assert cli("remove", tmp_path / "never-indexed").stdout.startswith("removed 0 images")
+    # A folder never indexed is an error naming the indexed ones (#20; was "removed 0").
+    result = cli("remove", tmp_path / "never-indexed", rc=1)
+    assert result.stderr.strip().endswith(
+        f"is not indexed (no image below it); indexed folders: {other}"
+    )
     # ... and the folder can be indexed again from scratch.
     make_photos(photos, 4)
     report = index_json(cli, photos)

@@ -168,7 +168,7 @@ def test_compiled_image_and_text_towers_match_open_clip(
         tmp_path / "c.db", model=MODEL, weights=weights, precision="fp32", backend=backend
     ) as idx:
         idx.update(photos)
-        emb = idx._get_embedder()
+        emb = idx._model.get_embedder()
         assert getattr(emb, "backend", None) == backend  # the compiled copy, not open_clip
         px = smooth_pixels(3, (64, 64), seed=9)
         pre = idx.setup.preprocess
@@ -181,7 +181,7 @@ def test_compiled_image_and_text_towers_match_open_clip(
         assert np.sum(emb.embed_pixels(px) * want, axis=1).min() >= 0.9999
         texts = ["a red bicycle", "two dogs playing in the snow at night", "x"]
         got = np.stack([idx.embed_text(t) for t in texts])
-        assert idx._text.backend == backend and idx._text.truncate
+        assert idx._text_search.encoder.backend == backend and idx._text_search.encoder.truncate
         assert np.sum(got * _reference_text(model, texts), axis=1).min() >= 0.9999
 
 

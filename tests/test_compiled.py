@@ -269,7 +269,7 @@ def test_reopened_index_embeds_through_the_cache_without_timm(
     with Index.open(db, model=TINY, weights=tiny_weights, precision="fp32", workers=0) as idx:
         idx.update(photos)
         # The first run builds the timm model, saves it, and then embeds with the saved one.
-        assert type(idx._embedder).__name__ == kind
+        assert type(idx._model.embedder).__name__ == kind
         want = idx.embed(query)
         want_hits = [h.path for h in idx.search(query, k=3)]
     shared = ("requests", "fingerprints")
@@ -286,7 +286,7 @@ def test_reopened_index_embeds_through_the_cache_without_timm(
         f"with Index.open({str(db)!r}, precision='fp32') as idx:\n"
         f"    vec = idx.embed({str(query)!r})\n"
         f"    hits = [h.path for h in idx.search({str(query)!r}, k=3)]\n"
-        "    kind = type(idx._embedder).__name__\n"
+        "    kind = type(idx._model.embedder).__name__\n"
         "assert 'timm' not in sys.modules, 'timm was imported'\n"
         "torch = 'torch' in sys.modules\n"
         "result = {'vec': vec.tolist(), 'hits': hits, 'kind': kind, 'torch': torch}\n"
@@ -495,7 +495,7 @@ def test_a_first_run_builds_the_model_once(tmp_path, tiny_weights, monkeypatch):
         photo(photos / f"p{i}.png", i)
     with Index.open(tmp_path / "i.db", model=TINY, weights=tiny_weights, workers=0) as idx:
         idx.update(photos)
-        assert type(idx._embedder).__name__ == "OpenVINOEmbedder"
+        assert type(idx._model.embedder).__name__ == "OpenVINOEmbedder"
         assert [(o.precision, o.extra.get("jit")) for o in built] == [("fp32", False)]
         want = idx.embed(photos / "p1.png")
     live = load_embedder(opts(tiny_weights, precision="fp32"))

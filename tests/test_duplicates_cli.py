@@ -83,7 +83,7 @@ def test_text_output_and_dry_run_then_move_and_undo(db, tmp_path):
     dest = tmp_path / "moved"
     p = run(["--db", str(path), "--threshold", "0.95", "--move-to", str(dest), "--dry-run"])
     assert "default" not in p.stdout.splitlines()[0]  # a given threshold
-    assert "1 groups, 1 copies among 4 images" in p.stdout
+    assert "1 group: 1 duplicate of 1 kept file, among 4 images" in p.stdout
     assert "keep" in p.stdout and files["a_copy"] in p.stdout
     assert "would move" in p.stdout
     assert not dest.exists() and os.path.exists(files["a_copy"])
@@ -104,8 +104,8 @@ def test_usage_and_expected_errors(db):
     p = run(["--db", str(path), "--dry-run"], rc=2)
     assert "--move-to" in p.stderr
     p = run(["--db", str(path), "--threshold", "1.5"], rc=2)
-    p = run(["--db", str(path), "--keep", "prettiest"], rc=1)
-    assert p.stderr.count("\n") == 1 and "unknown keep criterion" in p.stderr
+    p = run(["--db", str(path), "--keep", "prettiest"], rc=2)  # a usage error (#20)
+    assert "Invalid value for '--keep': unknown keep criterion" in p.stderr
     assert "Traceback" not in p.stderr
 
 

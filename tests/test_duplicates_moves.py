@@ -189,7 +189,7 @@ def test_an_empty_folder_and_a_one_image_index_have_no_groups(tmp_path):
         assert idx.duplicates(folders=[empty]) == []
         assert idx.duplicates(threshold=0.9, folders=[empty]) == []
     out, _ = cli(empty, "--db", tmp_path / "i.db", "--threshold", "0.9")
-    assert "0 groups" in out
+    assert "among 0 images" in out
     photo(tmp_path / "one" / "x.png", 1)
     with pixel_index(tmp_path / "one.db", tmp_path / "one") as idx:
         report = idx.duplicate_report()

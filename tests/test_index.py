@@ -299,11 +299,12 @@ def test_a_stale_preprocessing_guess_decodes_again(tmp_path, monkeypatch, size, 
     from fakes import make_photos
 
     import lookalike.pipeline as pipeline
+    from lookalike.index.model import Model
 
     photos = make_photos(tmp_path / "p", 5)
     emb = PixelEmbedder()
     guess = dataclasses.replace(emb.setup.preprocess, size=size, mean=mean)
-    monkeypatch.setattr(Index, "_expected_preprocess", lambda self: guess)
+    monkeypatch.setattr(Model, "expected_preprocess", lambda self: guess)
     started = []
 
     class CountingPool(pipeline.DecodePool):

@@ -71,6 +71,8 @@ def test_urls_are_split_as_libpq_splits_them(form, password):
         "postgresql://ann:pa/ss@db.example/photos",  # "/" unescaped: libpq finds no user part
         "postgresql://ann:a@b@db.example/photos",  # "@" unescaped: libpq's host is "b@db..."
         "postgresql://ann:secret/photos",  # no "@": the password becomes a port
+        # "@" first: an empty password, then host "secret" and database "x@db.example/..."
+        "postgresql://ann:@secret/x@db.example/photos",
     ],
 )
 def test_urls_libpq_would_misread_are_masked_whole(url):
@@ -145,3 +147,30 @@ def test_urls_libpq_refuses_are_errors_without_the_password(pg_url, password, sa
         for piece in pieces:
             assert piece not in text.split("percent-encode")[0], (piece, text)
     assert_hidden(text, password)
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        # "?" first and a "/" later: libpq finds no user part, takes "u:" for the host
+        # and the rest of the password for a parameter without "=", which it quotes.
+        ("postgresql://u:?Sec/ret9@db.example/photos", "?Sec/ret9"),
+        ("postgresql://u:?Sec/ret9@/photos?host=/run/postgresql", "?Sec/ret9"),
+        # An unescaped "&" first in a ?password= value: the rest is a parameter of its own.
+        ("postgresql://u@db.example/photos?password=&Secret9", "&Secret9"),
+        ("postgresql://u@db.example/photos?sslpassword=&Secret9&sslmode=disable", "&Secret9"),
+    ],
+)
+def test_a_parameter_libpq_would_quote_is_never_shown(url, password):
+    """Review of #20: libpq refuses these URLs with "missing key/value separator "=" in
+    URI query parameter: "<the password's tail>"" (or "invalid URI query parameter"), and
+    ``mask_url`` found no password in
+    them: ``info`` printed the password twice, in the URL and in libpq's words."""
+    with pytest.raises(psycopg.ProgrammingError, match="URI query parameter"):
+        conninfo_to_dict(url)
+    assert url_misread(url)
+    assert mask_url(url) == "postgresql://***"
+    code, text = run("info", "--db", url)
+    assert code == 1 and "percent-encode" in text, text
+    secret = password.lstrip("?&")
+    assert secret not in text and secret[:6] not in text, text

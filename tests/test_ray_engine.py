@@ -144,10 +144,10 @@ def test_a_worker_that_cannot_read_the_files_stops_the_run_with_one_clear_line(
         path = f"/proc/self/fd/{num}".encode()
         st = os.stat(path)
         with Index.open(tmp_path / "x.db", model=TINY_MODEL, weights=tiny_weights) as idx:
-            engine = RayEngine(options=idx._effective_options, limits=DecodeLimits())
+            engine = RayEngine(options=idx._model.effective_options, limits=DecodeLimits())
             task = DecodeTask(0, path, st.st_size, st.st_mtime_ns)
             with pytest.raises(SourceUnavailableError) as err:
-                list(engine.run([task], idx._get_embedder))
+                list(engine.run([task], idx._model.get_embedder))
     finally:
         os.close(num)
     message = str(err.value)
@@ -170,7 +170,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(ray_cluster, tmp_path, tiny_wei
     folder = make_photos(tmp_path / "photos", 48, size=(1600, 1200))
     killed: list[int] = []
     with Index.open(tmp_path / "k.db", model=TINY_MODEL, weights=tiny_weights) as idx:
-        engine = RayEngine(options=idx._effective_options, limits=DecodeLimits(), batch_size=4)
+        engine = RayEngine(
+            options=idx._model.effective_options, limits=DecodeLimits(), batch_size=4
+        )
 
         def on_progress(p):
             # After the first commit the actor is busy with the next batches: kill it.

@@ -410,7 +410,7 @@ def test_a_new_reader_waits_for_a_commit_in_flight_instead_of_rebuilding(tmp_pat
     with Index.open(db) as idx:
         idx.add_embeddings([f"/old/{i}.jpg" for i in range(20)], v[:20])
         idx.search_vector(v[0], k=1)
-        epoch = idx._vector_search().info()["epoch"]
+        epoch = idx._vectors.vector_search().info()["epoch"]
     np.save(tmp_path / "new.npy", v[20:])
     writer = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(db), str(tmp_path / "new.npy")],
@@ -422,7 +422,7 @@ def test_a_new_reader_waits_for_a_commit_in_flight_instead_of_rebuilding(tmp_pat
         with Index.open(db) as idx:  # a fresh reader: no snapshot of its own yet
             hit = idx.search_vector(v[25], k=1)[0]
             assert (hit.path, round(hit.score, 4)) == ("/new/5.jpg", 1.0)
-            vs = idx._vector_search()
+            vs = idx._vectors.vector_search()
             assert vs.info()["epoch"] == epoch and vs._cache.rebuilds == 0
     finally:
         assert writer.wait(timeout=60) == 0

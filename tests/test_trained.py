@@ -182,7 +182,7 @@ def test_index_records_and_keeps_the_package_weights(tmp_path, sample_photo_dir)
     assert recorded is not None and recorded.weights.startswith(PACKAGE_PREFIX)
     with Index.open(db) as idx:
         assert idx.info()["weights"] == recorded.weights
-        assert idx._effective_options().extra.get("weights_source") == "package"
+        assert idx._model.effective_options().extra.get("weights_source") == "package"
 
 
 # --- retrieval quality --------------------------------------------------------------------

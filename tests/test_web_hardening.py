@@ -4,6 +4,7 @@ what the browser's access leaves with other servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 
@@ -224,3 +225,66 @@ def test_background_requests_from_other_origins_are_refused(index, headers, stat
     c = client_for(index)
     thumb = c.get("/api/images?limit=1").json()["images"][0]["thumb"]
     assert c.get(thumb, headers=headers).status_code == status
+
+
+def test_many_uploads_at_once_never_stop_the_other_routes(index, tmp_path):
+    """Review of #20: uploads wait for the one decoder, each in one of the server's worker
+    threads (40, shared by every route). 45 uploads that decode slowly stopped the whole
+    server: ``/api/info`` answered after 15 s (minutes with more). Now a few are taken in
+    hand and the rest are a 503 at once; the other routes answer as usual. A real server
+    (one event loop, one thread pool), as ``lookalike serve`` runs it."""
+    import asyncio
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from lookalike.web.server import bind
+
+    app = create_app(
+        index,
+        guard=Guard(token=TOKEN),
+        upload_decode_fn="imagegen:marker_upload_decode",
+        upload_timeout_s=2,
+    )
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    slow = (tmp_path / "photos" / "p0002.jpg").read_bytes() + b"HANG-ME"
+
+    async def attack() -> tuple[list[int], float, int]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
+        ) as c:
+            for _ in range(50):  # the server is up
+                with contextlib.suppress(httpx.TransportError):
+                    await c.get("/api/info")
+                    break
+                await asyncio.sleep(0.1)
+
+            async def one(i: int) -> int:
+                files = {"image": ("q.jpg", slow + b"%d" % i, "image/jpeg")}
+                return (await c.post("/api/search?k=1", files=files)).status_code
+
+            uploads = [asyncio.create_task(one(i)) for i in range(45)]
+            await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            info = await c.get("/api/info")
+            waited = time.monotonic() - t0
+            done, pending = await asyncio.wait(uploads, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            return [t.result() for t in done], waited, info.status_code
+
+    try:
+        answered, waited, info_status = asyncio.run(attack())
+    finally:
+        app.app.state.library.uploads.close()  # the hanging worker
+        server.should_exit = True
+        thread.join(10)
+    assert info_status == 200 and waited < 1.0, waited
+    assert answered.count(503) >= 40, answered

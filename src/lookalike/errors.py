@@ -22,6 +22,7 @@ its message as one line; anything else is a bug and may show a traceback.
         │   └── NotAnIndexError     some other file (a photo, another program's database)
         ├── StoreWriteError         a commit failed (disk full, I/O error); rolled back
         ├── IndexNotFoundError      a read-only command on a missing index (says how to make one)
+        ├── NotIndexedError         a folder to forget holds nothing indexed (names what is)
         └── IndexBusyError          another process is updating this index (and we may not wait)
 """
 
@@ -131,6 +132,18 @@ class StoreWriteError(StoreError):
 
 class IndexNotFoundError(StoreError):
     """There is no index at the path a read-only command was given; nothing was created."""
+
+
+class NotIndexedError(StoreError):
+    """A folder to forget holds no indexed image and is no indexed folder; nothing changed.
+
+    Attributes:
+        folders: the indexed folders (top-level ones first), for the message's "did you mean".
+    """
+
+    def __init__(self, message: str, folders: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.folders = folders or []
 
 
 class IndexBusyError(StoreError):

@@ -21,7 +21,14 @@ _OWN_FOLDER = "lookalike search YOUR_PHOTO.jpg YOUR_FOLDER --plot results.png"
     type=click.Path(file_okay=False),
     help="Folder for the demo's photos, index and grid (default: demo/ in the user data dir).",
 )
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many results to show for the demo's query photo.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @guard
 def command(out: str | None, k: int, as_json: bool) -> None:

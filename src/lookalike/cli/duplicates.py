@@ -8,7 +8,29 @@ from typing import Any
 import click
 
 from ..duplicates.keep import DEFAULT_KEEP, KEEP_OPTIONS
-from .options import db_option, guard, model_options, open_index, update_index
+from .options import (
+    check_output,
+    db_option,
+    guard,
+    model_options,
+    no_wait_option,
+    open_index,
+    update_index,
+    writing,
+)
+
+
+def keep_rule(param: click.Parameter, value: str) -> str:
+    """A bad ``--keep`` is a usage error (exit 2), found with the other arguments."""
+    from ..duplicates.keep import parse_keep
+    from ..errors import ConfigError
+
+    try:
+        parse_keep(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param=param) from None
+    return value
+
 
 _KEEP_HELP = (
     "Which file of a group stays: criteria tried in order, comma-separated "
@@ -45,7 +67,14 @@ def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
     type=click.Path(dir_okay=False),
     help="Write a self-contained HTML review page (thumbnails inline).",
 )
-@click.option("--keep", default=DEFAULT_KEEP, show_default=True, metavar="RULE", help=_KEEP_HELP)
+@click.option(
+    "--keep",
+    default=DEFAULT_KEEP,
+    show_default=True,
+    metavar="RULE",
+    help=_KEEP_HELP,
+    callback=lambda _ctx, param, value: keep_rule(param, value),
+)
 @click.option(
     "--move-to",
     type=click.Path(file_okay=False),
@@ -76,6 +105,7 @@ def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
     help="Move the files of a --move-to run back where they were (after a crash too).",
 )
 @model_options
+@no_wait_option
 @guard
 def command(
     folders: tuple[str, ...],
@@ -90,19 +120,23 @@ def command(
     recalibrate: bool,
     target_precision: float,
     undo_manifest: str | None,
+    no_wait: bool = False,
     **model_opts: Any,
 ) -> None:
     """Groups of copies among the indexed images (FOLDERS: update them first, look only
     there). Every member of a group is at least the threshold similar to the kept file;
     byte-identical files are always grouped. Nothing is ever deleted."""
+    import dataclasses
     import json
+    import time
 
-    from ..duplicates.keep import parse_keep
     from ..duplicates.report import move_lines, report_csv, report_html, report_json, report_lines
 
+    started = time.perf_counter()  # the report's time is the whole command's (#20)
     if dry_run and not (move_to or undo_manifest):
         raise click.UsageError("--dry-run goes with --move-to or --undo")
-    parse_keep(keep)  # a bad rule is an error before any work
+    check_output("--csv", csv_file)
+    check_output("--html", html_file)
     out = click.echo if not as_json else (lambda s: click.echo(s, err=True))
     # Like ``search``: only FOLDERs to bring up to date make an index; without them a
     # missing index is an error, not an empty one created on the spot.
@@ -115,7 +149,9 @@ def command(
                 click.echo("\n".join(move_lines(done)))
             return
         if folders:
-            report = update_index(idx, folders, not as_json and sys.stderr.isatty())
+            report = update_index(
+                idx, folders, not as_json and sys.stderr.isatty(), wait=not no_wait
+            )
             if report.failed:
                 click.echo(
                     f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
@@ -127,11 +163,12 @@ def command(
             cal = idx.calibrate_duplicates(target_precision)
             out(f"calibrated: {cal.sentence()}")
         found = idx.duplicate_report(threshold, list(folders) or None, keep)
+        found = dataclasses.replace(found, seconds=time.perf_counter() - started)
         if csv_file:
-            with open(csv_file, "w", encoding="utf-8", newline="") as f:
+            with writing("--csv", csv_file), open(csv_file, "w", encoding="utf-8", newline="") as f:
                 f.write(report_csv(found.groups))
         if html_file:
-            with open(html_file, "w", encoding="utf-8") as f:
+            with writing("--html", html_file), open(html_file, "w", encoding="utf-8") as f:
                 f.write(report_html(found))
         if as_json:
             click.echo(report_json(found))

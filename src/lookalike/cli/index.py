@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from .options import db_option, guard, model_options, no_empty, open_index, update_index
+from .options import (
+    db_option,
+    guard,
+    model_options,
+    no_empty,
+    no_wait_option,
+    open_index,
+    update_index,
+)
 
 
 @click.command("index")
@@ -30,11 +38,7 @@ from .options import db_option, guard, model_options, no_empty, open_index, upda
     metavar="ADDR",
     help="Ray cluster for --engine ray (default: $RAY_ADDRESS, else a local cluster).",
 )
-@click.option(
-    "--no-wait",
-    is_flag=True,
-    help="If another run is updating this index, stop instead of waiting for it.",
-)
+@no_wait_option
 @guard
 def command(
     folders: tuple[str, ...],

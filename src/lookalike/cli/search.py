@@ -8,7 +8,17 @@ from typing import Any
 
 import click
 
-from .options import db_option, guard, model_options, no_empty, open_index, update_index
+from .options import (
+    check_output,
+    db_option,
+    guard,
+    model_options,
+    no_empty,
+    no_wait_option,
+    open_index,
+    update_index,
+    writing,
+)
 
 
 @click.command("search")
@@ -36,8 +46,14 @@ from .options import db_option, guard, model_options, no_empty, open_index, upda
 @model_options
 @click.option("--exact", is_flag=True, help="Compare with every vector (no approximate index).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write the result grid as a PNG.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Write the result grid as a picture: PNG, or the format its extension names "
+    "(.jpg, .pdf, .svg...).",
+)
 @click.option("--show", is_flag=True, help="Open the result grid in a window.")
+@no_wait_option
 @guard
 def command(
     query: str | None,
@@ -50,6 +66,7 @@ def command(
     show: bool,
     texts: tuple[str, ...] = (),
     negatives: tuple[str, ...] = (),
+    no_wait: bool = False,
     **model_opts: Any,
 ) -> None:
     """The K images most similar to QUERY; with FOLDER, index it first and search only it.
@@ -57,12 +74,14 @@ def command(
     With --text (a CLIP index), QUERY is optional and a lone folder argument is FOLDER.
     """
     from ..present import hits_json, hits_table
+    from ..present.grid import grid_formats
 
     no_empty("QUERY", query)
     no_empty("FOLDER", folder)
+    check_output("--plot", plot, grid_formats())  # before any work, not after the table
     if texts or negatives:
         _search_terms(
-            query, folder, k, db, exact, as_json, plot, show, texts, negatives, model_opts
+            query, folder, k, db, exact, as_json, plot, show, texts, negatives, model_opts, no_wait
         )
         return
     if query is None:
@@ -74,7 +93,7 @@ def command(
     check_folders([folder] if folder is not None else [])
     with open_index(db, create=folder is not None, **model_opts) as idx:
         if folder is not None:
-            _update_folder(idx, folder, as_json)
+            _update_folder(idx, folder, as_json, no_wait)
         hits = idx.search(query, k=k, folder=folder, exact=exact)
     query_path = os.path.abspath(query)
     if as_json:
@@ -85,9 +104,9 @@ def command(
         _plot(query_path, hits, plot, show)
 
 
-def _update_folder(idx: Any, folder: str, as_json: bool) -> None:
+def _update_folder(idx: Any, folder: str, as_json: bool, no_wait: bool) -> None:
     """Bring ``search``'s FOLDER up to date first, saying how many files failed."""
-    report = update_index(idx, (folder,), not as_json and sys.stderr.isatty())
+    report = update_index(idx, (folder,), not as_json and sys.stderr.isatty(), wait=not no_wait)
     if report.failed and not as_json:
         click.echo(
             f"({len(report.failed)} files could not be indexed; see `lookalike info`)",
@@ -107,6 +126,7 @@ def _search_terms(
     texts: tuple[str, ...],
     negatives: tuple[str, ...],
     model_opts: dict[str, Any],
+    no_wait: bool,
 ) -> None:
     """``search`` with --text/--not: a :class:`~lookalike.query.Query` of words and images."""
     from ..present import hits_json, hits_table
@@ -126,7 +146,7 @@ def _search_terms(
                 idx.embed_text(term.value)  # refuses an image-only index before indexing
                 break
         if folder is not None:
-            _update_folder(idx, folder, as_json)
+            _update_folder(idx, folder, as_json, no_wait)
         hits = idx.search_query(q, k=k, folder=folder, exact=exact)
     if as_json:
         click.echo(hits_json(q.describe(), hits))
@@ -152,4 +172,5 @@ def _plot(
             + (f"; wrote {out}" if out else "; use --plot FILE"),
             err=True,
         )
-    plot_grid(query, hits, out, show=can_show, text=text)
+    with writing("--plot", out or ""):
+        plot_grid(query, hits, out, show=can_show, text=text)

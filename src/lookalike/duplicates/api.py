@@ -133,6 +133,64 @@ def calibrate_index(
     return cal
 
 
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The duplicate threshold a search uses and where it comes from (one rule for the
+    CLI, the web review and the API: :func:`duplicate_threshold`).
+
+    Attributes:
+        threshold: the cosine from which two images are copies.
+        source: ``"given"`` (the caller's), ``"calibrated"`` (recorded in the index for
+            its model, or calibrated just now) or ``"default"`` (no calibration possible
+            or wanted: a PostgreSQL index, an empty one, or ``calibrate=False``).
+        calibration: the index's calibration for its model, when there is one (also
+            with a given threshold, to say what the calibrated one would be).
+    """
+
+    threshold: float
+    source: str
+    calibration: Calibration | None = None
+
+    def sentence(self) -> str:
+        """The header line of a report: the threshold used and where it came from."""
+        cal = self.calibration
+        if self.source == "given":
+            other = f"; calibrated for this model: {cal.threshold:.2f}" if cal else ""
+            return f"threshold {self.threshold:.2f} (given{other})"
+        if self.source == "calibrated" and cal is not None:
+            return f"threshold {cal.sentence()}"
+        return f"threshold {self.threshold:.2f} (default; not calibrated for this model)"
+
+
+def duplicate_threshold(
+    idx: IndexParts, threshold: float | None = None, calibrate: bool | str = "auto"
+) -> ThresholdChoice:
+    """The threshold a duplicate search on this index uses: ``threshold`` when given;
+    else the calibration recorded for the index's model; else, with ``calibrate`` true or
+    ``"auto"``, a calibration made now (loading the model) and recorded, so that every
+    later caller (``lookalike duplicates``, the web review, the API) finds the same one;
+    else :data:`DEFAULT_THRESHOLD`.
+
+    Raises:
+        ConfigError: a threshold outside (0, 1].
+    """
+    cal = recorded_calibration(idx)
+    if threshold is not None:
+        if not 0.0 < float(threshold) <= 1.0:
+            raise ConfigError(f"threshold must be within (0, 1], got {threshold}")
+        return ThresholdChoice(float(threshold), "given", cal)
+    if cal is not None:
+        return ThresholdChoice(cal.threshold, "calibrated", cal)
+    # Calibration searches the local vector cache; a server store (PostgreSQL) has none
+    # yet, so it uses the default threshold there. Fewer than two images have no copies
+    # to find: nothing to calibrate either.
+    can = bool(idx.store.get_meta("setup")) and idx.store.count() > 1
+    if can and idx.cache_dir is not None and calibrate in ("auto", True):
+        cal = calibrate_index(idx)
+        return ThresholdChoice(cal.threshold, "calibrated", cal)
+    return ThresholdChoice(DEFAULT_THRESHOLD, "default")
+
+
 def duplicate_report(
     idx: IndexParts,
     threshold: float | None = None,
@@ -141,30 +199,21 @@ def duplicate_report(
     calibrate: bool | str = "auto",
     center: bool = False,
 ) -> DuplicateReport:
-    """See :meth:`lookalike.Index.duplicate_report`."""
-    cal = recorded_calibration(idx)
-    source = "given"
-    if threshold is None:
-        # Calibration searches the local vector cache; a server store (PostgreSQL) has
-        # none yet, so it uses the recorded or default threshold there.
-        # Fewer than two images have no copies to find: nothing to calibrate either.
-        can = (
-            bool(idx.store.get_meta("setup"))
-            and idx.cache_dir is not None
-            and idx.store.count() > 1
-        )
-        if cal is None and can and calibrate in ("auto", True):
-            cal = calibrate_index(idx)
-        source = "calibrated" if cal is not None else "default"
-        threshold = cal.threshold if cal is not None else DEFAULT_THRESHOLD
+    """See :meth:`lookalike.Index.duplicate_report`. ``seconds`` counts a calibration
+    made on the way."""
+    import time
+
+    start = time.perf_counter()
+    choice = duplicate_threshold(idx, threshold, calibrate)
     if isinstance(folders, str | os.PathLike):
         folders = [folders]
     wanted = [form for f in folders for form in path_forms(f)] if folders is not None else None
     report = find_duplicates(
-        idx.store, idx.cache_dir, float(threshold), folders=wanted, keep=keep, center=center
+        idx.store, idx.cache_dir, choice.threshold, folders=wanted, keep=keep, center=center
     )
-    report.threshold_source = source
-    report.calibration = cal
+    report.threshold_source = choice.source
+    report.calibration = choice.calibration
+    report.seconds = time.perf_counter() - start
     return report
 
 

@@ -47,20 +47,35 @@ def report_json(report: DuplicateReport) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def threshold_line(report: DuplicateReport, *, calibration: bool = True) -> str:
+    """The threshold actually used and where it came from (given, calibrated, default)."""
+    from .api import ThresholdChoice
+
+    cal = report.calibration if calibration else None
+    return ThresholdChoice(report.threshold, report.threshold_source, cal).sentence()
+
+
+def summary_line(report: DuplicateReport) -> str:
+    """``2 groups: 3 duplicates of 2 kept files, among 47 images in 14.2 s``. "copies"
+    stays the calibration's word (edited copies it made); these are files found."""
+    dups = sum(len(g.members) - 1 for g in report.groups)
+    among = f"among {_n(report.images, 'image')} in {report.seconds:.1f} s"
+    if not report.groups:
+        return f"no duplicates {among}"
+    return (
+        f"{_n(len(report.groups), 'group')}: {_n(dups, 'duplicate')} of "
+        f"{_n(len(report.groups), 'kept file')}, {among}"
+    )
+
+
 def report_lines(report: DuplicateReport, *, calibration_line: bool = True) -> list[str]:
     """The readable list: one block per group, the kept file marked ``keep``."""
-    lines = []
-    if calibration_line and report.calibration is not None:
-        lines.append(f"threshold {report.calibration.sentence()}")
-    elif report.threshold_source == "default":
-        lines.append(f"threshold {report.threshold:.2f} (default; not calibrated for this model)")
-    else:
-        lines.append(f"threshold {report.threshold:.2f}")
-    copies = sum(len(g.members) - 1 for g in report.groups)
-    lines.append(
-        f"{len(report.groups)} groups, {copies} copies among {report.images} images "
-        f"in {report.seconds:.1f} s"
-    )
+    lines = [threshold_line(report, calibration=calibration_line)]
+    lines.append(summary_line(report))
     for n, g in enumerate(report.groups, 1):
         lines.append("")
         lines.append(f"group {n}: {len(g.members)} files, min score {g.min_score:.3f}")
@@ -120,14 +135,14 @@ def report_html(report: DuplicateReport, *, thumbnails: bool = True, max_side: i
     """A self-contained review page: thumbnails inline, the kept file marked, scores,
     sizes and resolutions. Every name is HTML-escaped."""
     e = html.escape
-    head = report.calibration.sentence() if report.calibration else f"{report.threshold:.3f}"
+    head = threshold_line(report).removeprefix("threshold ")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>lookalike duplicates</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>Duplicate groups</h1>",
         f"<p class='meta' data-threshold='{report.threshold}'>threshold {e(head)}; "
-        f"{len(report.groups)} groups among {report.images} images</p>",
+        f"{_n(len(report.groups), 'group')} among {_n(report.images, 'image')}</p>",
     ]
     for n, g in enumerate(report.groups, 1):
         parts.append(

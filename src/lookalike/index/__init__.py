@@ -1,5 +1,6 @@
 """The index: :class:`Index`, a facade over its capabilities (see :mod:`.facade`)."""
 
-from .facade import Index, default_db_path
+from .facade import Index
+from .opening import default_db_path
 
 __all__ = ["Index", "default_db_path"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotIndexedError
 from ..paths import path_forms, resolved
 from ..setup import Setup
 from ..store import Store, WriteBatch
@@ -28,7 +28,11 @@ def add_embeddings(
     paths: Sequence[str | os.PathLike[str]],
     vectors: np.ndarray,
 ) -> None:
-    """See :meth:`lookalike.Index.add_embeddings`."""
+    """Store your own ``vectors`` (n, dim) for ``paths`` (n) in one transaction.
+
+    Vectors are normalised; non-finite or zero rows are rejected. Paths need not exist
+    (existing files record their size and mtime, so a later update keeps them).
+    """
     vecs = np.asarray(vectors, dtype=np.float32)
     if vecs.ndim != 2 or vecs.shape[0] != len(paths):
         raise ConfigError(
@@ -54,14 +58,49 @@ def add_embeddings(
     index_vectors.commit(batch)
 
 
-def remove(store: Store, index_vectors: Vectors, folder: str | os.PathLike[str]) -> int:
+def remove(
+    store: Store,
+    index_vectors: Vectors,
+    folder: str | os.PathLike[str],
+    missing_ok: bool = True,
+) -> int:
     """See :meth:`lookalike.Index.remove`."""
     forms = path_forms(folder)
     ids = store.ids_under(forms)
+    if ids.size == 0:  # an indexed image file: forget it alone
+        found = [store.lookup(form) for form in forms]
+        ids = np.unique(np.array([f[0].id for f in found if f is not None], np.int64))
+    if ids.size == 0 and not missing_ok:
+        recorded = store.folders()
+        if not any(_below(f, form) for f in recorded for form in forms):
+            tops = [os.fsdecode(f) for f in top_folders(recorded)]
+            where = (
+                "indexed folders: " + ", ".join(tops[:10]) + (" ..." if len(tops) > 10 else "")
+                if tops
+                else "the index holds no folder"
+            )
+            raise NotIndexedError(
+                f"{os.fsdecode(forms[-1])} is not indexed (no image below it); {where}", tops
+            )
     index_vectors.commit(WriteBatch(deletes=[int(i) for i in ids]))
     for form in forms:
         store.remove_folder(form)  # type: ignore[attr-defined]
     return int(ids.size)
+
+
+def _below(path: bytes, folder: bytes) -> bool:
+    """``path`` is ``folder`` or inside it."""
+    return path == folder or path.startswith(folder.rstrip(b"/") + b"/")
+
+
+def top_folders(folders: Sequence[bytes]) -> list[bytes]:
+    """The indexed folders that are inside no other indexed folder, sorted."""
+    ordered = sorted(set(folders))
+    tops: list[bytes] = []
+    for f in ordered:
+        if not any(_below(f, t) for t in tops):
+            tops.append(f)
+    return tops
 
 
 def failures(store: Store) -> list[FailedFile]:

@@ -1,229 +1,115 @@
-"""The engine's facade: :class:`Index` owns indexing and search; every adapter only calls
-it. Its methods delegate; each capability lives in its own module of this package and
-gets only what it needs: :mod:`.model` (setup and embedder), :mod:`.search` (commits and
-vector search), :mod:`.update` (bringing it up to date, under :mod:`.lock`),
-:mod:`.contents` (own vectors, removal, failures, info), :mod:`.images` (images by id),
-:mod:`.text` (search by words); near-duplicates are in :mod:`lookalike.duplicates`."""
+"""The engine's facade: :class:`Index`. Each method delegates to one capability module of
+this package, which gets only what it needs (ARCHITECTURE.md, ``index/``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..decode import DecodeLimits
-from ..errors import ConfigError
 from ..pipeline import Progress
-from ..setup import EmbedderOptions, Preprocess, Setup
+from ..setup import EmbedderOptions, Setup
 from ..store import Store, open_store
 from ..types import FailedFile, Hit, IndexReport
-from . import contents
+from . import contents, opening
+from . import fresh as fresh_run
 from . import images as by_id
+from .copies import Copies, Folders
 from .model import Model
 from .search import Vectors, query_vector
 from .text import TextSearch
 
 if TYPE_CHECKING:
-    from ..duplicates.api import IndexParts
+    from ..duplicates.api import ThresholdChoice
     from ..duplicates.types import Calibration, DuplicateGroup, DuplicateReport, MoveReport
 
-Folders = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
-
-
-def default_db_path() -> Path:
-    """``$LOOKALIKE_DB``, else ``index.db`` in the user's data directory (platformdirs)."""
-    env = os.environ.get("LOOKALIKE_DB")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("lookalike")) / "index.db"
+PathLike = str | os.PathLike[str]
 
 
 class Index:
-    """A persistent, incremental image-similarity index.
-
-    Open one with :meth:`Index.open`. The model loads lazily, only when an image must be
-    embedded: opening, :meth:`add_embeddings` and :meth:`search_vector` never need it.
+    """A persistent, incremental image-similarity index; the model loads only when an image
+    must be embedded.
 
     Example:
         >>> from lookalike import Index
         >>> with Index.open("photos.db") as idx:  # doctest: +SKIP
         ...     report = idx.update("~/Pictures")
-        ...     for hit in idx.search("query.jpg", k=10):
-        ...         print(hit.rank, f"{hit.score:.3f}", hit.path)
+        ...     hits = idx.search("query.jpg", k=10)
     """
 
     def __init__(
-        self,
-        store: Store,
-        options: EmbedderOptions,
-        *,
-        cache_dir: Path | None,
-        decode_limits: DecodeLimits | None = None,
-        workers: int | None = None,
-        ann: str = "auto",
-        ann_threshold: int = 100_000,
-        embedder: Any = None,
-    ) -> None:
+        self, store: Store, options: EmbedderOptions, *, cache_dir: Path | None,
+        decode_limits: DecodeLimits | None = None, workers: int | None = None,
+        ann: str = "auto", ann_threshold: int = 100_000, embedder: Any = None,
+    ) -> None:  # fmt: skip
         self._store = store
-        self._decode_limits = decode_limits or DecodeLimits()
+        self._fresh: list[Path] = []  # files a failed first run removes (index/fresh.py)
+        self._opened: tuple[int, int] | None = None  # the database file it opened
+        self._decode_limits = limits = decode_limits or DecodeLimits()
         self._workers = workers
-        self._vectors = Vectors(store, cache_dir, ann=ann, ann_threshold=ann_threshold)
-        self._model = Model(store, options, self.location, embedder)
-        self._text_search = TextSearch(store, self._model, self._vectors, self._query_vector)
-
-    # -- opening -------------------------------------------------------------------------
+        self._vectors = vectors = Vectors(store, cache_dir, ann=ann, ann_threshold=ann_threshold)
+        self._model = model = Model(store, options, self.location, embedder)
+        image_vector = partial(query_vector, store, embed=self.embed)
+        self._text_search = TextSearch(store, model, vectors, image_vector)
+        self._copies = Copies(store, vectors, limits, model.get_embedder)
 
     @classmethod
     def open(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        model: str | None = None,
-        weights: str | os.PathLike[str] | None = None,
-        pool: str | None = None,
-        crop: str | None = None,
-        precision: str = "auto",
-        device: str = "auto",
-        backend: str | None = None,
-        batch_size: int | None = None,
-        workers: int | None = None,
-        max_pixels: int | None = None,
-        ann: str = "auto",
-        ann_threshold: int = 100_000,
-        embedder: Any = None,
-        create: bool = True,
-    ) -> Index:
-        """Open (or create) the index at ``path``.
-
-        With no ``model``, an existing index keeps its recorded setup and a new one uses
-        the default (the seed's ResNet50, ``resnet50.tv_in1k``, average pooling).
-
-        Args:
-            path: the SQLite file; default :func:`default_db_path`. Derived caches go in
-                ``<path>.cache/`` beside it. A ``postgresql://USER@HOST[:PORT]/DBNAME`` URL
-                (also as ``$LOOKALIKE_DB``) opens a PostgreSQL + pgvector index instead, which
-                searches its vectors in the server (README, "PostgreSQL").
-            model: any timm model name.
-            weights: a local ``.safetensors``/``.pth`` file instead of timm's hub cache.
-            pool: ``avg``, ``gem``, ``max``, ``flatten`` or ``token``.
-            crop: ``none`` (resize the whole image) or ``center`` (the model's eval crop).
-            precision: ``auto``, ``bf16`` or ``fp32``.
-            device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-            backend: how models run on the CPU: ``auto`` (OpenVINO when installed, else
-                TorchScript), ``openvino`` or ``torch``; default ``$LOOKALIKE_BACKEND``, else
-                ``auto``. The vectors agree either way: each compiled copy is checked against
-                timm's forward pass when it is saved.
-            batch_size: images per forward pass.
-            workers: decode worker processes (default: one per core).
-            max_pixels: decompression-bomb limit in pixels.
-            ann: ``auto`` (approximate index above ``ann_threshold`` vectors), ``on``, ``off``.
-            ann_threshold: vector count from which ``auto`` builds the approximate index.
-            embedder: an object with ``setup``, ``batch_size``, ``embed_pixels`` to use
-                instead of a timm model (tests, other backends).
-            create: create the index when there is none; ``False`` for read-only use.
+        cls, path: PathLike | None = None, *, model: str | None = None,
+        weights: PathLike | None = None, pool: str | None = None, crop: str | None = None,
+        precision: str = "auto", device: str = "auto", backend: str | None = None,
+        batch_size: int | None = None, workers: int | None = None, max_pixels: int | None = None,
+        ann: str = "auto", ann_threshold: int = 100_000, embedder: Any = None, create: bool = True,
+    ) -> Index:  # fmt: skip
+        """Open (or create, unless ``create`` is false) the index at ``path``, a SQLite file or
+        a PostgreSQL URL; :mod:`lookalike.index.opening` explains every option.
 
         Raises:
-            SetupMismatchError: the index was built with another model/weights/pooling/crop.
-            IndexNotFoundError: ``create`` is false and there is no index (nothing created).
-            StoreError: the file cannot be used.
+            SetupMismatchError: the index was built with another model/weights/pool/crop.
+            IndexNotFoundError: ``create`` is false and there is no index.
+
+        Example:
+            >>> idx = Index.open("photos.db", model="clip")  # doctest: +SKIP
         """
-        location = path if path is not None else os.environ.get("LOOKALIKE_DB") or default_db_path()
-        if ann not in ("auto", "on", "off"):
-            raise ConfigError(f"unknown ann mode {ann!r}; choose auto, on or off")
-        options = EmbedderOptions(
-            model=model,
-            weights=os.fspath(Path(weights).expanduser()) if weights is not None else None,
-            pool=pool,
-            crop=crop,
-            precision=precision,
-            device=device,
-            batch_size=batch_size,
-            extra={"backend": backend} if backend is not None else {},
-        )
-        if backend is not None:
-            from ..embed.compiled import requested_backend
-
-            requested_backend(options)  # ConfigError for an unknown name, before any work
-        limits = DecodeLimits(max_pixels=max_pixels) if max_pixels else DecodeLimits()
-        if not create:
-            from .preflight import require_index
-
-            require_index(location, named=path is not None or "LOOKALIKE_DB" in os.environ)
-        store = open_store(location, create=create)
-        db_path = getattr(store, "path", None)  # a database server keeps no cache beside it
+        options = opening.embedder_options(
+            model=model, weights=weights, pool=pool, crop=crop, precision=precision,
+            device=device, backend=backend, batch_size=batch_size, ann=ann,
+        )  # fmt: skip
+        where = opening.location(path, create=create)
+        fresh = fresh_run.new_paths(where) if create else []
+        store = open_store(where, create=create)
+        db_path = getattr(store, "path", None)
         try:
             index = cls(
-                store,
-                options,
-                cache_dir=db_path.with_name(db_path.name + ".cache") if db_path else None,
-                decode_limits=limits,
-                workers=workers,
-                ann=ann,
-                ann_threshold=ann_threshold,
-                embedder=embedder,
-            )
+                store, options, cache_dir=opening.cache_dir(store), workers=workers,
+                decode_limits=DecodeLimits(max_pixels=max_pixels) if max_pixels else None,
+                ann=ann, ann_threshold=ann_threshold, embedder=embedder,
+            )  # fmt: skip
             index._model.check_requested()
         except BaseException:
-            store.close()
+            fresh_run.close_and_discard(store, store.close, fresh, failed=True)
             raise
+        index._fresh = fresh
+        index._opened = fresh_run.identity(db_path)
         return index
 
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        failed = exc_type is not None
+        fresh_run.close_and_discard(self._store, self.close, self._fresh, failed=failed)
 
     def close(self) -> None:
         """Release the database and caches. The index stays usable on disk."""
         self._vectors.close()
         self._store.close()
-
-    # -- the parts, for tests and benchmarks that look inside -----------------------------
-
-    @property
-    def _embedder(self) -> Any:
-        return self._model.embedder
-
-    @property
-    def _text(self) -> Any:
-        return self._text_search.encoder
-
-    def _vector_search(self) -> Any:
-        return self._vectors.vector_search()
-
-    def _get_embedder(self) -> Any:
-        return self._model.get_embedder()
-
-    def _effective_options(self) -> EmbedderOptions:
-        return self._model.effective_options()
-
-    def _expected_preprocess(self) -> Preprocess | None:
-        return self._model.expected_preprocess()
-
-    def _query_vector(self, query: str | os.PathLike[str]) -> tuple[np.ndarray, list[int]]:
-        return query_vector(self._store, query, self.embed)
-
-    def _parts(self) -> IndexParts:
-        from ..duplicates.api import IndexParts
-
-        v = self._vectors
-        return IndexParts(
-            self._store,
-            v.cache_dir,
-            self._decode_limits,
-            self._get_embedder,
-            v.vector_search,
-            v.commit,
-        )
-
-    # -- the public operations ------------------------------------------------------------
 
     @property
     def setup(self) -> Setup | None:
@@ -245,132 +131,60 @@ class Index:
         return getattr(self._store, "location", None) or str(self.path)
 
     def update(
-        self,
-        *folders: str | os.PathLike[str],
-        on_progress: Callable[[Progress], None] | None = None,
-        follow_links: bool = False,
-        include_hidden: bool = False,
-        engine: str | Any = "local",
-        ray_address: str | None = None,
-        wait: bool = True,
-        on_wait: Callable[[str], None] | None = None,
-        on_stage: Callable[[str], None] | None = None,
-    ) -> IndexReport:
-        """Bring the index up to date with ``folders`` (recursively), incrementally.
-
-        New and changed images are embedded; unchanged ones (same size and mtime) are
-        skipped; deleted ones are removed; renamed, moved or copied files reuse the vector
-        of identical content. One bad file never stops the run: it is listed in
-        ``report.failed`` with a reason.
-
-        Args:
-            engine: where decoding and embedding run: ``"local"`` (this machine) or
-                ``"ray"`` (a Ray cluster; the paths must be readable on every node; see
-                :mod:`lookalike.engine.ray_engine`), or a :class:`lookalike.engine.Engine`.
-            ray_address: the Ray cluster; default ``$RAY_ADDRESS``, else a local cluster.
-            wait: when another process is updating this index (it holds ``<db>.lock``,
-                :mod:`lookalike.index.lock`), wait for it, then do what is left; ``False``:
-                raise :class:`~lookalike.errors.IndexBusyError`.
-            on_wait: called with one sentence (who holds the lock) before waiting.
-            on_stage: called with ``"loading-model"`` before the model loads (the first
-                run of a model compiles it) and ``"embedding"`` once it is ready.
-
-        Raises:
-            SourceUnavailableError: a folder is missing, unreadable or looks unmounted;
-                nothing is changed.
-            IndexBusyError: another process is updating the index and ``wait`` is false.
-            NothingIndexedError: every image file failed.
-            MissingDependencyError: ``engine="ray"`` without ``lookalike[ray]``.
-            EngineError: the Ray cluster cannot be reached or failed (committed batches stay).
+        self, *folders: PathLike, on_progress: Callable[[Progress], None] | None = None,
+        follow_links: bool = False, include_hidden: bool = False, engine: str | Any = "local",
+        ray_address: str | None = None, wait: bool = True,
+        on_wait: Callable[[str], None] | None = None, on_stage: Callable[[str], None] | None = None,
+    ) -> IndexReport:  # fmt: skip
+        """Bring the index up to date with ``folders``, incrementally (the rules, engines and
+        callbacks, the errors: :mod:`lookalike.index.update`); one bad file never stops it.
 
         Example:
             >>> report = idx.update("~/Pictures")  # doctest: +SKIP
-            >>> report.added, report.unchanged, [f.reason for f in report.failed]  # doctest: +SKIP
+            >>> report.added, report.unchanged, report.failed  # doctest: +SKIP
         """
         from .update import update_index
 
         return update_index(
-            self._store,
-            self._model,
-            self._vectors,
-            self._decode_limits,
-            self._workers,
-            folders,
-            engine=engine,
-            ray_address=ray_address,
-            wait=wait,
-            on_wait=on_wait,
-            on_stage=on_stage,
-            on_progress=on_progress,
-            follow_links=follow_links,
-            include_hidden=include_hidden,
-            expected=self._expected_preprocess,
-        )
+            self._store, self._model, self._vectors, self._decode_limits, self._workers,
+            folders, engine=engine, ray_address=ray_address, wait=wait, on_wait=on_wait,
+            on_stage=on_stage, on_progress=on_progress, follow_links=follow_links,
+            include_hidden=include_hidden, expected=self._model.expected_preprocess,
+            opened=self._opened,
+        )  # fmt: skip
 
-    def embed(self, path: str | os.PathLike[str]) -> np.ndarray:
-        """The vector of one image file: float32 ``(dim,)``, unit norm. Loads the model.
-
-        Raises:
-            QueryError: the file cannot be read or decoded.
-        """
+    def embed(self, path: PathLike) -> np.ndarray:
+        """The unit vector of one image file, float32 ``(dim,)``; ``QueryError`` if unreadable."""
         return self._model.embed_file(path, self._decode_limits)
 
     def search(
-        self,
-        query: str | os.PathLike[str],
-        k: int = 10,
-        *,
-        folder: str | os.PathLike[str] | None = None,
-        exact: bool = False,
+        self, query: PathLike, k: int = 10, *, folder: PathLike | None = None, exact: bool = False
     ) -> list[Hit]:
-        """The ``k`` indexed images most similar to the image file ``query``.
-
-        The query file itself is never its own result (identical copies are). Its stored
-        vector is reused when it is indexed and unchanged; otherwise it is embedded.
-
-        Args:
-            query: an image file, inside the index or not.
-            k: how many results.
-            folder: only return images below this folder.
-            exact: skip the approximate index and compare against every vector.
+        """The ``k`` indexed images most similar to the image file ``query`` (never itself);
+        ``folder`` keeps results below it, ``exact`` skips the approximate index.
 
         Example:
-            >>> hits = idx.search("q.jpg", k=3)  # doctest: +SKIP
-            >>> [(h.rank, round(h.score, 3), h.path) for h in hits]  # doctest: +SKIP
+            >>> [(h.rank, h.score, h.path) for h in idx.search("q.jpg", k=3)]  # doctest: +SKIP
         """
-        vec, exclude = self._query_vector(query)
+        vec, exclude = query_vector(self._store, query, self.embed)
         return self.search_vector(vec, k, folder=folder, exact=exact, _exclude=exclude)
 
     def search_vector(
-        self,
-        vector: np.ndarray,
-        k: int = 10,
-        *,
-        folder: str | os.PathLike[str] | None = None,
-        exact: bool = False,
-        _exclude: Sequence[int] = (),
-    ) -> list[Hit]:
-        """The ``k`` stored images whose vectors are most similar to ``vector``.
-
-        Args:
-            vector: float ``(dim,)``; normalised here, so any non-zero scale works.
-            k: how many results.
-            folder: only return images below this folder.
-            exact: compare against every vector instead of the approximate index.
-        """
+        self, vector: np.ndarray, k: int = 10, *, folder: PathLike | None = None,
+        exact: bool = False, _exclude: Sequence[int] = (),
+    ) -> list[Hit]:  # fmt: skip
+        """The ``k`` stored images most similar to ``vector`` (any non-zero scale)."""
         return self._vectors.search(vector, k, folder=folder, exact=exact, exclude=_exclude)
 
-    def add_embeddings(self, paths: Sequence[str | os.PathLike[str]], vectors: np.ndarray) -> None:
-        """Store your own vectors: ``paths`` (n) with float ``vectors`` (n, dim), one transaction.
-
-        Vectors are normalised; non-finite or zero rows are rejected. Paths need not exist
-        (existing files record their size and mtime, so a later update keeps them).
-        """
+    def add_embeddings(self, paths: Sequence[PathLike], vectors: np.ndarray) -> None:
+        """Store your own ``vectors`` (n, dim) for ``paths`` (n), in one transaction."""
         contents.add_embeddings(self._store, self._vectors, paths, vectors)
 
-    def remove(self, folder: str | os.PathLike[str]) -> int:
-        """Forget every image below ``folder`` (the files are untouched). Returns the count."""
-        return contents.remove(self._store, self._vectors, folder)
+    def remove(self, folder: PathLike, *, missing_ok: bool = True) -> int:
+        """Forget every image below ``folder`` (or that one indexed image; the files are
+        untouched) and return the count; ``NotIndexedError`` when nothing is there and
+        ``missing_ok`` is false."""
+        return contents.remove(self._store, self._vectors, folder, missing_ok)
 
     def failures(self) -> list[FailedFile]:
         """Every file that failed in the latest runs, with its reason."""
@@ -382,13 +196,9 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built (the data of ``lookalike info``)."""
-        from ..duplicates.api import recorded_calibration
+        return contents.info(self._store, self.setup, self.location, self._copies.calibration())
 
-        calibration = recorded_calibration(self._parts())
-        return contents.info(self._store, self.setup, self.location, calibration)
-
-    # -- images by id (the web UI never takes a path from a user) ------------------------
-
+    # -- images by id (the web UI never takes a path from a user)
     def images(self, offset: int = 0, limit: int = 100) -> tuple[int, list[tuple[int, str]]]:
         """The total image count and ``(id, path)`` of up to ``limit`` images in path order."""
         return by_id.images(self._store, offset, limit)
@@ -402,18 +212,9 @@ class Index:
         return by_id.image_ids(self._store, paths)
 
     def similar_to_id(
-        self,
-        image_id: int,
-        k: int = 10,
-        *,
-        folder: str | os.PathLike[str] | None = None,
-        exact: bool = False,
+        self, image_id: int, k: int = 10, *, folder: PathLike | None = None, exact: bool = False
     ) -> list[Hit]:
-        """The ``k`` images most similar to the stored image ``image_id`` (never itself).
-
-        Raises:
-            QueryError: no image has this id.
-        """
+        """The ``k`` images most similar to the stored image ``image_id`` (never itself)."""
         return by_id.similar_to_id(
             self._store, self._vectors, image_id, k, folder=folder, exact=exact
         )
@@ -421,187 +222,104 @@ class Index:
     def embed_bytes(
         self, data: bytes, *, max_pixels: int | None = None, decode: Any = None
     ) -> np.ndarray:
-        """The vector of an image given as bytes (an upload), decoded in memory.
-
-        Args:
-            data: the image file's bytes; never written anywhere.
-            max_pixels: a stricter decompression-bomb limit than the index's.
-            decode: ``decode(data, preprocess, limits) -> (H, W, 3) uint8`` used instead of
-                :func:`~lookalike.decode.decode_bytes` (same contract, raising
-                :class:`~lookalike.decode.DecodeFailure`): the web server decodes uploads
-                in a worker process with a time limit.
-
-        Raises:
-            QueryError: the bytes are not a usable image; ``reason`` says why.
-        """
+        """The unit vector of an image given as bytes (an upload), decoded in memory; see
+        :meth:`lookalike.index.model.Model.embed_bytes` for ``decode``."""
         return self._model.embed_bytes(data, self._decode_limits, max_pixels, decode)
 
-    # -- search by words (a CLIP index, #10) ----------------------------------------------
-
+    # -- search by words (a CLIP index)
     @property
     def is_clip(self) -> bool:
         """Whether text queries work: the index holds (or, new, will hold) CLIP vectors."""
         return self._text_search.is_clip
 
     def embed_text(self, text: str) -> np.ndarray:
-        """The vector of ``text`` in a CLIP index's space: float32 ``(dim,)``, unit norm.
-
-        Loads the text tower on first use (a compiled copy from the model cache when there
-        is one).
-
-        Raises:
-            ConfigError: not a CLIP index (the message says how to build one); empty text.
-        """
+        """The unit vector of ``text`` in a CLIP index's space (``ConfigError`` otherwise)."""
         return self._text_search.embed_text(text)
 
-    def search_text(
-        self, text: str, k: int = 10, *, folder: str | os.PathLike[str] | None = None
-    ) -> list[Hit]:
-        """The ``k`` indexed images that best match ``text`` (a CLIP index only).
-
-        Example:
-            >>> hits = idx.search_text("a red bicycle", k=5)  # doctest: +SKIP
-        """
-        from ..query import Query, Term
-
-        return self.search_query(Query((Term("text", text),)), k, folder=folder)
+    def search_text(self, text: str, k: int = 10, *, folder: PathLike | None = None) -> list[Hit]:
+        """The ``k`` indexed images that best match ``text`` (a CLIP index only)."""
+        return self._text_search.search_text(text, k, folder)
 
     def search_query(
-        self,
-        query: Any,
-        k: int = 10,
-        *,
-        folder: str | os.PathLike[str] | None = None,
-        exact: bool = False,
+        self, query: Any, k: int = 10, *, folder: PathLike | None = None, exact: bool = False
     ) -> list[Hit]:
         """The ``k`` images that best match a :class:`~lookalike.query.Query` of weighted
-        texts and images, positive and negative (the rule is in :mod:`lookalike.query`).
-
-        Image terms that are indexed files are never results themselves.
-
-        Example:
-            >>> from lookalike.query import Query
-            >>> q = Query.build(text=["2:red", "bicycle"], negative=["night"])
-            >>> hits = idx.search_query(q, k=10)  # doctest: +SKIP
-        """
+        texts and images, positive and negative (the rule is in :mod:`lookalike.query`)."""
         return self._text_search.search_query(query, k, folder=folder, exact=exact)
 
-    # -- near-duplicates (#9; the work is in lookalike.duplicates) -----------------------
-
+    # -- near-duplicates (the work and its rules are in lookalike.duplicates; README)
     def duplicates(
-        self,
-        threshold: float | None = None,
-        folders: Folders = None,
-        keep: str | Sequence[str] = "resolution,size,oldest",
-        *,
-        calibrate: bool | str = "auto",
-    ) -> list[DuplicateGroup]:
-        """Every group of copies among the indexed images, largest groups first.
-
-        Every member of a group is at least ``threshold`` similar to the kept file (groups
-        never chain); a file is in at most one group; byte-identical files are always
-        grouped. See :meth:`duplicate_report` for the arguments.
+        self, threshold: float | None = None, folders: Folders = None,
+        keep: str | Sequence[str] = "resolution,size,oldest", *, calibrate: bool | str = "auto",
+    ) -> list[DuplicateGroup]:  # fmt: skip
+        """The groups of copies among the indexed images, largest first; the arguments are
+        those of :meth:`duplicate_report`.
 
         Example:
             >>> for g in idx.duplicates(keep="resolution,oldest"):  # doctest: +SKIP
-            ...     print(g.keep, [(m.path, round(m.score, 3)) for m in g.others])
+            ...     print(g.keep, [m.path for m in g.others])
         """
         return self.duplicate_report(threshold, folders, keep, calibrate=calibrate).groups
 
     def duplicate_report(
-        self,
-        threshold: float | None = None,
-        folders: Folders = None,
-        keep: str | Sequence[str] = "resolution,size,oldest",
-        *,
-        calibrate: bool | str = "auto",
-    ) -> DuplicateReport:
+        self, threshold: float | None = None, folders: Folders = None,
+        keep: str | Sequence[str] = "resolution,size,oldest", *, calibrate: bool | str = "auto",
+    ) -> DuplicateReport:  # fmt: skip
         """The duplicate groups with the threshold used, the image count and the time taken.
 
-        Args:
-            threshold: cosine from which two images are copies; default: the index's
-                calibrated threshold (see :meth:`calibrate_duplicates`), else 0.90.
-            folders: only images below these folders.
-            keep: which file stays: criteria tried in order (``resolution``, ``size``,
-                ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``,
-                ``path``), e.g. ``"resolution,size,oldest"``.
-            calibrate: ``"auto"`` calibrates once (loading the model) when no threshold is
-                given and the index has none for its model; ``False`` never does.
-
-        Raises:
-            ConfigError: a threshold outside (0, 1] or an unknown keep criterion.
+        ``threshold`` defaults to :meth:`duplicate_threshold`'s (one rule for every caller);
+        ``keep`` lists which file stays, criteria in order (README, "Near-duplicates").
         """
-        from ..duplicates.api import duplicate_report
-
-        return duplicate_report(self._parts(), threshold, folders, keep, calibrate)
+        return self._copies.report(threshold, folders, keep, calibrate)
 
     def calibrate_duplicates(
         self, target_precision: float = 0.95, *, sample: int = 60, seed: int = 0
     ) -> Calibration:
-        """Choose the duplicate threshold on edited copies of this index's images and
-        record it in the index (for its model) as the default of :meth:`duplicates`.
+        """Choose the duplicate threshold on edited copies of ``sample`` indexed images and
+        record it for the index's model (:mod:`lookalike.duplicates.calibrate`)."""
+        return self._copies.calibrate(target_precision, sample, seed)
 
-        Loads the model. ``sample`` indexed images each get edited copies made in memory
-        (crop, resize, JPEG, colour, flip, rotation, text, two of these in a row); the
-        threshold is the lowest reaching ``target_precision`` against the samples' nearest
-        distinct images (see :mod:`lookalike.duplicates.calibrate`).
-
-        Example:
-            >>> idx.calibrate_duplicates().sentence()  # doctest: +SKIP
-            '0.62: 96% precision on edited copies of your images, recall 0.99, 0.96 two ...'
-        """
-        from ..duplicates.api import calibrate_index
-
-        return calibrate_index(self._parts(), target_precision, sample, seed)
+    def duplicate_threshold(
+        self, threshold: float | None = None, *, calibrate: bool | str = "auto"
+    ) -> ThresholdChoice:
+        """The duplicate threshold :meth:`duplicate_report` uses and where it comes from:
+        given, else recorded for the model, else calibrated now (``calibrate``), else 0.90."""
+        return self._copies.threshold(threshold, calibrate)
 
     def duplicate_calibration(self) -> Calibration | None:
         """The calibration recorded for this index's model, or ``None``."""
-        from ..duplicates.api import recorded_calibration
-
-        return recorded_calibration(self._parts())
+        return self._copies.calibration()
 
     def move_duplicates(
         self,
         groups: Sequence[DuplicateGroup],
-        destination: str | os.PathLike[str],
+        destination: PathLike,
         *,
         dry_run: bool = False,
         lock: AbstractContextManager[Any] | None = None,
     ) -> MoveReport:
-        """Move every non-kept member of ``groups`` below ``destination``; delete nothing.
-
-        Each file goes to ``destination/<run>/<its whole path>`` (targets never collide)
-        and nothing is ever replaced. The run's journal (``lookalike-undo-*.journal``,
-        read through the manifest ``lookalike-undo-*.json``) records every planned move
-        before the first one and each step as it completes; every member is checked just
-        before it moves (a regular file, the one listed, not the kept file under another
-        name); the index forgets each file as it moves. ``dry_run`` changes nothing;
-        ``lock`` is held around each index access (a server's lock).
+        """Move every non-kept member of ``groups`` into ``destination/<run>/``, each under
+        its whole path: never deleting, never overwriting, each move journaled (an undo
+        journal and manifest first); the index forgets each file as it moves. ``lock`` is
+        held around each index access only (a server's lock).
 
         Raises:
             DestinationError: ``destination`` is inside an indexed folder or holds one.
         """
-        from ..duplicates.api import move_duplicates
-
-        return move_duplicates(self._parts(), groups, destination, dry_run, lock)
+        return self._copies.move(groups, destination, dry_run, lock)
 
     def undo_duplicate_moves(
         self,
-        manifest: str | os.PathLike[str],
+        manifest: PathLike,
         *,
         dry_run: bool = False,
         lock: AbstractContextManager[Any] | None = None,
     ) -> MoveReport:
         """Move the files of a move run back to their exact sources, after any crash,
         never over an existing file; the index gets their rows back."""
-        from ..duplicates.api import undo_move
-
-        return undo_move(self._parts(), manifest, dry_run, lock)
+        return self._copies.undo(manifest, dry_run, lock)
 
     def apply_moves(self, moved: Sequence[tuple[str, str]]) -> None:
-        """Tell the index that files moved, as ``(from, to)`` paths: an image moved inside
-        an indexed folder keeps its vector under the new path; one moved out of every
-        indexed folder is forgotten. (:meth:`move_duplicates` does this itself.)"""
-        from ..duplicates.api import record_moves
-
-        record_moves(self._parts(), list(moved))
+        """Tell the index that files moved, as ``(from, to)`` paths (kept inside an indexed
+        folder, forgotten outside every one)."""
+        self._copies.record_moves(moved)

@@ -25,6 +25,8 @@ def images(store: Store, offset: int, limit: int) -> tuple[int, list[tuple[int, 
 
 def image_path(store: Store, image_id: int) -> str | None:
     """See :meth:`lookalike.Index.image_path`."""
+    if not 0 <= int(image_id) < 2**63:
+        return None
     path = store.paths_for([int(image_id)]).get(int(image_id))
     return os.fsdecode(path) if path is not None else None
 
@@ -48,7 +50,10 @@ def similar_to_id(
     folder: str | os.PathLike[str] | None,
     exact: bool,
 ) -> list[Hit]:
-    """See :meth:`lookalike.Index.similar_to_id`."""
+    """See :meth:`lookalike.Index.similar_to_id`; :class:`~lookalike.errors.QueryError`
+    when no image has this id."""
+    if not 0 <= int(image_id) < 2**63:  # no row has it; SQLite would raise OverflowError
+        raise QueryError(f"no image with id {image_id} in the index", "unknown-id")
     vec = store.vectors_for([int(image_id)]).get(int(image_id))
     if vec is None:
         raise QueryError(f"no image with id {image_id} in the index", "unknown-id")

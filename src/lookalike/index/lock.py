@@ -69,29 +69,50 @@ def update_lock(
         yield
         return
     path = lock_path(db_path)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    except OSError as e:
-        raise StoreError(f"cannot create the lock file {path}: {e.strerror}") from None
-    try:
+    told = False
+    while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            who = holder(db_path) or "another process"
-            message = f"another lookalike ({who}) is updating the index {db_path}"
-            if not wait:
-                raise IndexBusyError(
-                    f"{message}; wait for it to finish, or run again without --no-wait"
-                ) from None
-            if on_wait is not None:
-                on_wait(f"{message}; waiting for it to finish (Ctrl-C to stop)")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as e:
+            raise StoreError(f"cannot create the lock file {path}: {e.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                who = holder(db_path) or "another process"
+                message = f"another lookalike ({who}) is updating the index {db_path}"
+                if not wait:
+                    raise IndexBusyError(
+                        f"{message}; wait for it to finish, or run again without --no-wait"
+                    ) from None
+                if on_wait is not None and not told:
+                    on_wait(f"{message}; waiting for it to finish (Ctrl-C to stop)")
+                    told = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _is_current(fd, path):
+            break
+        # The holder removed the lock file (a failed first run removes the index it made,
+        # see .fresh): this lock guards nothing; take the one at the path now.
+        os.close(fd)
+    try:
         _write_holder(fd)
         yield
     finally:
-        # Closing the descriptor releases the lock; the file stays (unlinking it would
-        # race with a process that just opened it).
+        # Closing the descriptor releases the lock; the file stays (only a failed first run
+        # removes it, holding it; a waiter then finds its lock stale and takes the new one).
         os.close(fd)
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """The locked descriptor is still the file at ``path`` (not one removed meanwhile)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _write_holder(fd: int) -> None:

@@ -159,8 +159,13 @@ class Model:
             return None
         return setup.preprocess if setup is not None else None
 
-    def get_embedder(self) -> Any:
-        """The embedder, loaded on first use (a compiled copy when there is one)."""
+    def get_embedder(self, on_stage: Callable[[str], None] | None = None) -> Any:
+        """The embedder, loaded on first use (a compiled copy when there is one).
+
+        Args:
+            on_stage: told ``"compiling-model"`` when there is no compiled copy yet and
+                the model is built (and compiled) now: a first run's slow start.
+        """
         if self.embedder is None:
             from ..embed.compiled import load_compiled
             from ..embed.model_cache import fingerprint as get_fingerprint
@@ -179,6 +184,8 @@ class Model:
                 # A saved model loads in a fraction of a second, without timm.
                 embedder = load_compiled(root, setup, opts)
             if embedder is None:
+                if on_stage is not None:
+                    on_stage("compiling-model")
                 embedder = self._build(root, opts)
             self._check_setup(embedder.setup)
             if fingerprint is not None:
@@ -220,7 +227,7 @@ class Model:
             if self.embedder is None and not told:
                 told.append("loading-model")
                 on_stage("loading-model")
-            embedder = self.get_embedder()
+            embedder = self.get_embedder(on_stage)
             if "embedding" not in told:
                 told.append("embedding")
                 on_stage("embedding")
@@ -252,7 +259,19 @@ class Model:
         max_pixels: int | None = None,
         decode: Any = None,
     ) -> np.ndarray:
-        """See :meth:`lookalike.Index.embed_bytes`."""
+        """The vector of an image given as bytes (an upload), decoded in memory.
+
+        Args:
+            data: the image file's bytes; never written anywhere.
+            max_pixels: a stricter decompression-bomb limit than the index's.
+            decode: ``decode(data, preprocess, limits) -> (H, W, 3) uint8`` used instead of
+                :func:`~lookalike.decode.decode_bytes` (same contract, raising
+                :class:`~lookalike.decode.DecodeFailure`): the web server decodes uploads
+                in a worker process with a time limit.
+
+        Raises:
+            QueryError: the bytes are not a usable image; ``reason`` says why.
+        """
         from dataclasses import replace
 
         from ..decode import decode_bytes

@@ -20,6 +20,8 @@ from ..paths import path_forms
 from ..store import Store, WriteBatch, WriteResult
 from ..types import Hit
 
+_COUNT_FREE_K = 1000  # a k up to this is searched as asked (the search caps it itself)
+
 
 class Vectors:
     """Commits and searches over one store's vectors.
@@ -103,12 +105,18 @@ class Vectors:
         exclude: Sequence[int],
     ) -> list[Hit]:
         """See :meth:`lookalike.Index.search_vector`."""
-        if k < 1:
-            raise ConfigError("k must be at least 1")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"k must be an integer >= 1, got {k!r}")
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         dim = self._store.dim()
         if dim is None or self._store.is_empty():
             return []
+        # Never more results than images: a huge k (10**9, or beyond 64 bits) would
+        # otherwise allocate and pad k rows, or overflow SQL's LIMIT (#20). ``count`` scans
+        # the table, so only a k that could exceed it pays for it.
+        k = int(k)
+        if k > _COUNT_FREE_K:
+            k = min(k, self._store.count())
         if q.shape[0] != dim:
             raise ConfigError(f"query vector has dimension {q.shape[0]}; the index holds {dim}")
         norm = float(np.linalg.norm(q))

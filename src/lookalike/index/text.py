@@ -56,7 +56,8 @@ class TextSearch:
         return is_clip_name(self._model.options.model)
 
     def embed_text(self, text: str) -> np.ndarray:
-        """See :meth:`lookalike.Index.embed_text`."""
+        """See :meth:`lookalike.Index.embed_text`. Loads the text tower on first use (a
+        compiled copy from the model cache when there is one)."""
         if not text.strip():
             raise ConfigError("an empty text is not a query")
         vec = self.text_encoder().embed([text])[0]
@@ -67,7 +68,8 @@ class TextSearch:
     def search_query(
         self, query: Any, k: int, *, folder: str | os.PathLike[str] | None, exact: bool
     ) -> list[Hit]:
-        """See :meth:`lookalike.Index.search_query`."""
+        """See :meth:`lookalike.Index.search_query`. Image terms that are indexed files are
+        never results themselves."""
         from ..query import SPREAD_SAMPLE, combine
 
         if any(t.kind == "text" for t in query.terms):
@@ -92,6 +94,12 @@ class TextSearch:
             sample,
         )
         return self._vectors.search(q, k, folder=folder, exact=exact, exclude=exclude)
+
+    def search_text(self, text: str, k: int, folder: str | os.PathLike[str] | None) -> list[Hit]:
+        """See :meth:`lookalike.Index.search_text`."""
+        from ..query import Query, Term
+
+        return self.search_query(Query((Term("text", text),)), k, folder=folder, exact=False)
 
     def text_encoder(self) -> Any:
         """The text tower, loaded on first use; refuses an index that is not CLIP."""

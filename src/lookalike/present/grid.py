@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -28,6 +29,23 @@ def _thumb(path: str) -> np.ndarray | None:
 def _short(name: str, width: int = 30) -> str:
     name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return name if len(name) <= width else name[: width - 12] + "…" + name[-11:]
+
+
+def grid_formats() -> dict[str, str]:
+    """The picture formats :func:`plot_grid` can write, by extension (``png`` first):
+    matplotlib's own list, which depends on what is installed, less PGF (it needs LaTeX)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    found = dict(FigureCanvasBase.get_supported_filetypes())
+    found.pop("pgf", None)
+    return {"png": found.get("png", "Portable Network Graphics"), **found}
+
+
+def _format(out: str | os.PathLike[str]) -> str:
+    """The format an output name asks for: its extension when matplotlib writes it, else
+    PNG (a name without an extension; the CLI refuses an unknown one before any work)."""
+    ext = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
+    return ext if ext in grid_formats() else "png"
 
 
 def plot_grid(
@@ -85,7 +103,12 @@ def plot_grid(
         ax.axis("off")
     fig.tight_layout(h_pad=1.2)
     if out is not None:
-        fig.savefig(out, format="png", dpi=DPI)
+        # Rendered first, then written in one go: a pipe or FIFO (`--plot >(viewer)`) cannot
+        # seek, which some formats need while being written.
+        buf = io.BytesIO()
+        fig.savefig(buf, format=_format(out), dpi=DPI)
+        with open(out, "wb") as f:
+            f.write(buf.getvalue())
     if show:
         plt.show()
     plt.close(fig)

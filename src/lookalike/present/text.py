@@ -85,7 +85,7 @@ def info_lines(info: dict[str, Any]) -> list[str]:
             else "-"
         ),
         f"dimension:      {info.get('dim') or '-'}",
-        f"folders:        {', '.join(_safe(f) for f in info['folders']) or '-'}",
+        *_folder_lines(info["folders"]),
     ]
     if info.get("vectors"):
         lines.append(f"vector cache:   {info['vectors']}")
@@ -100,11 +100,32 @@ def info_lines(info: dict[str, Any]) -> list[str]:
         cal = info["duplicate_threshold"]
         lines.append(
             "duplicates:     "
-            + (f"threshold {cal['sentence']}" if cal else "not calibrated (threshold 0.90)")
+            + (
+                f"threshold {cal['sentence']}"
+                if cal
+                else "not calibrated yet (the first `lookalike duplicates` calibrates it)"
+            )
         )
     if "integrity" in info:
         lines.append(f"integrity:      {info['integrity']}")
     return lines
+
+
+def _folder_lines(folders: Sequence[str]) -> list[str]:
+    """The indexed folders, one a line; one indexed on its own inside another is shown
+    indented under it (it is no separate root: its images are the outer folder's too)."""
+    if not folders:
+        return ["folders:        -"]
+    lines: list[str] = []
+    tops: list[str] = []
+    for f in sorted(set(folders)):
+        outer = next((t for t in tops if f.startswith(t.rstrip("/") + "/")), None)
+        if outer is None:
+            tops.append(f)
+            lines.append(_safe(f))
+        else:
+            lines.append(f"  {_safe(f)} (inside {_safe(outer)}, also indexed on its own)")
+    return [("folders:        " if i == 0 else " " * 16) + ln for i, ln in enumerate(lines)]
 
 
 def _clip_lines(clip: dict[str, Any] | None) -> list[str]:

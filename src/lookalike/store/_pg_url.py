@@ -15,12 +15,14 @@ from a file name (and say which extra to install) without the driver.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("postgresql://", "postgres://")
 MASK = "***"
 _SECRET_KEYS = frozenset({"password", "sslpassword"})
+_KEYWORD = re.compile(r"[A-Za-z0-9_]+")  # libpq's keywords: sslmode, target_session_attrs...
 HINT = (
     "the URL does not read as meant: percent-encode @ / : ? # % and spaces in the user "
     "name and password (@ as %40, / as %2F), or keep the password in ~/.pgpass or PGPASSWORD"
@@ -73,13 +75,25 @@ def _split(url: str) -> _Split | None:
     end = len(url) if query is None else query
     slash = url.find("/", rest, end)
     hosts = url[rest : slash if slash >= 0 else end]
-    misread = "@" in hosts or (not has_user and "@" in url[start:end])
+    # An "@" after the user part (in a host or the database name): a password with an
+    # unescaped "@" that libpq cut at its first one.
+    misread = "@" in url[rest:end] or (not has_user and "@" in url[start:end])
     for host in hosts.split(","):
         port = host.rpartition("]")[2] if host.startswith("[") else host
         number = port.rpartition(":")[2]
         if ":" in port and number and not number.isdigit():
             misread = True  # a "port" that is a word: most likely half a password
+    if query is not None and any(_quoted(item) for item in url[query + 1 :].split("&")):
+        misread = True
     return _Split(url[:start], user_end, password, rest, query, misread)
+
+
+def _quoted(item: str) -> bool:
+    """Whether libpq would refuse the query parameter ``item`` and quote it: no ``=``, or
+    a key no keyword can be. Here that is a piece of a password (one that starts with
+    ``?`` and holds a ``/``; an unescaped ``&`` in a ``password=`` value)."""
+    key, eq, _ = item.partition("=")
+    return bool(item) and (not eq or _KEYWORD.fullmatch(unquote(key)) is None)
 
 
 def _params(url: str, query: int | None) -> list[tuple[str, str, int, int]]:

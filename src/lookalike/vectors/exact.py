@@ -36,10 +36,12 @@ def check_queries(queries: np.ndarray, dim: int | None) -> np.ndarray:
     return q
 
 
-def check_k(k: int) -> int:
+def check_k(k: int, limit: int | None = None) -> int:
+    """``k`` as an int >= 1, capped at ``limit`` (the rows there are) when given: results
+    are never padded beyond what the index holds, however large ``k`` is (#20)."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-    return int(k)
+    return int(k) if limit is None else min(int(k), max(int(limit), 0))
 
 
 def as_id_array(values: Iterable[int] | np.ndarray | None) -> np.ndarray | None:
@@ -170,8 +172,9 @@ def exact_search(
         top: an accumulator to add to (to merge several scans); a new one by default.
 
     Returns:
-        ``(scores, ids)``: float32 (nq, k) descending and int64 (nq, k); ``-inf`` and -1
-        pad the slots when fewer than k rows qualify.
+        ``(scores, ids)``: float32 (nq, k') descending and int64 (nq, k'), where
+        ``k' = min(k, n)`` (a huge ``k`` never allocates more than the matrix holds);
+        ``-inf`` and -1 pad the slots when fewer than ``k'`` rows qualify.
 
     Example:
         >>> m = np.eye(3, dtype=np.float32)
@@ -188,7 +191,7 @@ def exact_search(
     q = check_queries(queries, d)
     allow = as_id_array(allow)
     exclude = as_id_array(exclude)
-    top = top or TopK(len(q), k)
+    top = top or TopK(len(q), min(k, n))
     step = chunk_rows or max(256, CHUNK_BYTES // max(1, d * 4))
     for start in range(0, n, step):
         stop = min(n, start + step)

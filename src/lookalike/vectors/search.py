@@ -122,20 +122,22 @@ class VectorSearch:
 
         Args:
             queries: float32 (nq, dim) or (dim,), unit vectors.
-            k: results per query (>= 1).
+            k: results per query (>= 1); capped at the number of stored vectors.
             exact: force an exact scan even when an ANN exists.
             allow: int64 image ids; only these may be returned (e.g. one folder).
             exclude: int64 image ids that must not be returned (e.g. the query image).
 
         Returns:
-            ``(scores, ids)``: float32 (nq, k) cosine similarities, descending, and int64
-            (nq, k) image ids; ``-inf`` / -1 pad the slots when fewer images qualify.
+            ``(scores, ids)``: float32 (nq, k') cosine similarities, descending, and int64
+            (nq, k') image ids, ``k' = min(k, stored vectors)`` (0 columns on an empty
+            index); ``-inf`` / -1 pad the slots when fewer images qualify.
         """
-        k = check_k(k)
+        check_k(k)
         with self._lock:
             cache = self._sync()
             q = check_queries(queries, cache.dim)
             allow_ids, exclude_ids = as_id_array(allow), as_id_array(exclude)
+            k = check_k(k, cache.live)  # a huge k never pads past what is stored (#20)
             if cache.live == 0:
                 return TopK(len(q), k).result()
             use_ann = not exact and self._ann_wanted(cache.live)

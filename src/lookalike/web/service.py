@@ -19,13 +19,17 @@ import numpy as np
 
 from ..errors import ConfigError, QueryError
 from .files import Thumbnails, servable
-from .uploads import UploadDecoder
+from .uploads import UploadDecoder, UploadError
 
 T = TypeVar("T")
 _UPLOADS_KEPT = 64  # recent upload vectors (8 KB each at 2048-d) kept for reloads
 MAX_K = 500
 MAX_PAGE = 500
 _FOLDERS_TTL = 5.0
+#: Uploads being embedded at once (one decodes, the others wait for it); one more is a 503
+#: at once. Each waiting upload holds one of the server's worker threads (40 in all, shared
+#: by every route): unbounded, 40 slow uploads stopped every other request.
+MAX_UPLOADS = 4
 
 
 def _unsigned(path: str, query: str) -> str:
@@ -46,6 +50,7 @@ class Library:
         max_upload_pixels: decompression-bomb limit for uploaded images.
         allow_moves: the server was started with ``--allow-moves``.
         uploads: decodes uploads in a worker process (default: 20 s per upload).
+        max_uploads: uploads embedded or waiting at once; one more is refused (503).
         sign: ``sign(path, query) -> URL`` for the image and thumbnail URLs in answers
             (:meth:`lookalike.web.security.Guard.signed`: an ``<img>`` sends no token).
     """
@@ -59,6 +64,7 @@ class Library:
         allow_moves: bool = False,
         uploads: UploadDecoder | None = None,
         sign: Callable[[str, str], str] | None = None,
+        max_uploads: int = MAX_UPLOADS,
     ) -> None:
         self.index = index
         self.thumbs = thumbs
@@ -71,6 +77,8 @@ class Library:
         # its own lock, so the gallery and searches by id keep answering meanwhile. It
         # touches the database only to read (or, on a new index, record) the setup.
         self._embed_lock = threading.Lock()
+        self.max_uploads = max_uploads
+        self._upload_slots = threading.BoundedSemaphore(max_uploads)
         self._uploads: OrderedDict[str, tuple[np.ndarray, bytes | None]] = OrderedDict()
         self._folders: tuple[float, list[str]] = (float("-inf"), [])
 
@@ -195,7 +203,21 @@ class Library:
 
     def embed_upload(self, data: bytes) -> tuple[np.ndarray, bytes | None]:
         """The vector of uploaded bytes and their preview JPEG (``None`` if none could be
-        made); both decoded in the upload worker process, never here."""
+        made); both decoded in the upload worker process, never here.
+
+        Raises:
+            UploadError: 503, :attr:`max_uploads` uploads are already in hand.
+        """
+        if not self._upload_slots.acquire(blocking=False):
+            raise UploadError(
+                503, f"busy with {self.max_uploads} other uploads: try again in a moment"
+            )
+        try:
+            return self._embed_upload(data)
+        finally:
+            self._upload_slots.release()
+
+    def _embed_upload(self, data: bytes) -> tuple[np.ndarray, bytes | None]:
         previews: list[bytes | None] = []
 
         def decode(raw: bytes, pre: Any, limits: Any) -> np.ndarray:
@@ -285,12 +307,14 @@ class Library:
     def find_duplicates(self, threshold: float | None) -> Any:
         """The duplicate report (or group list); call with the lock held.
 
-        Never calibrates here: calibration embeds a sample of images (minutes on a large
-        index) and would hold every other request up; ``lookalike duplicates`` does it.
+        The threshold comes from the same rule as ``lookalike duplicates``
+        (:func:`lookalike.duplicates.api.duplicate_threshold`): given, else the recorded
+        calibration, else a calibration made now and recorded, so the CLI and the review
+        show the same groups on one index (#20).
         """
         report = getattr(self.index, "duplicate_report", None)
         if report is not None:
-            return report(threshold, calibrate=False)
+            return report(threshold)
         return self.index.duplicates(threshold=threshold)
 
     def _mover(self) -> Callable[..., Any] | None:
