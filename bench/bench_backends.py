@@ -290,8 +290,8 @@ def lookalike_backends(model: torch.nn.Module, only: str) -> list[tuple[str, tup
     from safetensors.torch import save_file
 
     from lookalike.embed import load_embedder
-    from lookalike.embed import openvino_runtime as ovr
-    from lookalike.embed.compiled import load_compiled, save_compiled
+    from lookalike.embed.runtime import openvino as ovr
+    from lookalike.embed.runtime.compiled import load_compiled, save_compiled
     from lookalike.setup import EmbedderOptions
 
     names = ["lookalike_timm_bf16", "lookalike_torchscript_bf16"]
@@ -333,7 +333,7 @@ def lookalike_backends(model: torch.nn.Module, only: str) -> list[tuple[str, tup
 import time; t = time.perf_counter()
 import sys, numpy as np
 sys.path.insert(0, {str(ROOT / "src")!r})
-from lookalike.embed.compiled import load_compiled
+from lookalike.embed.runtime.compiled import load_compiled
 from lookalike.setup import EmbedderOptions, Setup
 emb = load_compiled({str(tmp / backend)!r}, Setup.from_json({live.setup.to_json()!r}),
                     EmbedderOptions(**{opts.__dict__!r}))

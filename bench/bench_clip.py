@@ -162,7 +162,7 @@ def model_only(db: str, weights: Path, model: str, device: str) -> dict[str, flo
     import numpy as np
 
     from lookalike import Index
-    from lookalike.embed import openvino_runtime as ovr
+    from lookalike.embed.runtime import openvino as ovr
 
     out: dict[str, float] = {}
     shipped = ovr.PER_REQUEST_BATCH

@@ -123,7 +123,7 @@ def main() -> None:
 
     from lookalike.demo.samples import EDITS, copy_detection_set
     from lookalike.embed.pooling import pool_features
-    from lookalike.embed.runtime import native_bf16
+    from lookalike.embed.runtime.device import native_bf16
     from lookalike.embed.timm_embedder import unit_rows
 
     edits = tuple(args.edits.split(",")) if args.edits else tuple(EDITS)

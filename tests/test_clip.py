@@ -21,8 +21,8 @@ open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
 from lookalike import Index  # noqa: E402
-from lookalike.embed import openvino_runtime as ovr  # noqa: E402
 from lookalike.embed.clip.tokenizer import ClipTokenizer  # noqa: E402
+from lookalike.embed.runtime import openvino as ovr  # noqa: E402
 from lookalike.errors import (  # noqa: E402
     ConfigError,
     SetupMismatchError,

@@ -21,8 +21,8 @@ from fakes import photo
 from lookalike import Index
 from lookalike.decode import decode_path
 from lookalike.embed import Embedder, load_embedder
-from lookalike.embed import openvino_runtime as ovr
-from lookalike.embed.compiled import (
+from lookalike.embed.runtime import openvino as ovr
+from lookalike.embed.runtime.compiled import (
     BACKEND_ENV,
     TorchScriptEmbedder,
     choose_backend,
@@ -30,7 +30,7 @@ from lookalike.embed.compiled import (
     probe_pixels,
     save_compiled,
 )
-from lookalike.embed.runtime import native_bf16
+from lookalike.embed.runtime.device import native_bf16
 from lookalike.errors import ConfigError, WeightsUnavailableError
 from lookalike.setup import EmbedderOptions
 
@@ -415,7 +415,7 @@ def test_openvino_compile_failures(tmp_path, tiny_weights, smooth_pixels, monkey
 
 def test_weights_fingerprints_are_remembered(tmp_path, tiny_weights, monkeypatch):
     import lookalike.embed as embed
-    from lookalike.embed.model_cache import fingerprint
+    from lookalike.embed.runtime.cache import fingerprint
 
     root = tmp_path / "root"
     weights = tmp_path / "w.safetensors"
@@ -439,7 +439,7 @@ def test_weights_fingerprints_are_remembered(tmp_path, tiny_weights, monkeypatch
 
 def test_hub_fingerprints_are_remembered_without_timm(tmp_path):
     """A new index with hub weights and a cached model never imports timm (~3 s)."""
-    from lookalike.embed.model_cache import fingerprint
+    from lookalike.embed.runtime.cache import fingerprint
 
     root = tmp_path / "root"
     o = EmbedderOptions(model="resnet50.tv_in1k")
@@ -447,7 +447,7 @@ def test_hub_fingerprints_are_remembered_without_timm(tmp_path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from lookalike.embed.model_cache import fingerprint\n"
+        "from lookalike.embed.runtime.cache import fingerprint\n"
         "from lookalike.setup import EmbedderOptions\n"
         f"fp = fingerprint(Path({str(root)!r}), EmbedderOptions(model='resnet50.tv_in1k'))\n"
         "assert 'timm' not in sys.modules and 'torch' not in sys.modules\n"

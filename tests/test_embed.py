@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from lookalike.embed import Embedder, load_embedder, resolve_model_name, weights_fingerprint
-from lookalike.embed.runtime import native_bf16, resolve_device
+from lookalike.embed.runtime.device import native_bf16, resolve_device
 from lookalike.embed.timm_embedder import unit_rows
 from lookalike.errors import (
     ConfigError,

@@ -229,7 +229,7 @@ def bf16_embedder(fp32):
     faithfully instead: weights and every conv/linear input rounded to bf16, products
     accumulated in fp32, as oneDNN's and cuDNN's bf16 kernels do.
     """
-    from lookalike.embed.runtime import native_bf16
+    from lookalike.embed.runtime.device import native_bf16
     from lookalike.embed.timm_embedder import TimmEmbedder
 
     if native_bf16("cpu"):

@@ -15,7 +15,7 @@ from ..errors import ModelError, ModelNotFoundError, WeightsMismatchError
 from ..setup import DEFAULT_MODEL, EmbedderOptions, Preprocess, Setup
 from .pixels import check_pixels, check_tensor
 from .pooling import PooledModel, check_pool, default_pool, feature_layout, pool_features
-from .runtime import default_batch_size, resolve_device, resolve_precision, try_trace
+from .runtime.device import default_batch_size, resolve_device, resolve_precision, try_trace
 from .shipped import load_pretrained, pretrained_fingerprint
 from .weights import file_fingerprint, fit_state_dict, read_state_dict, weights_path
 

@@ -70,8 +70,8 @@ def build_embedder(setup: Any, opts: Any, device: str, weights: Any = None) -> A
             load as on the driver (hub cache, installed package).
     """
     from ..embed import load_embedder
-    from ..embed.compiled import load_compiled, save_compiled
-    from ..embed.model_cache import models_root
+    from ..embed.runtime.cache import models_root
+    from ..embed.runtime.compiled import load_compiled, save_compiled
 
     root = models_root()
     if device == "cpu":
@@ -87,7 +87,7 @@ def build_embedder(setup: Any, opts: Any, device: str, weights: Any = None) -> A
         opts = replace(opts, weights=path)
     opts = replace(opts, device=device)
     if device == "cpu":
-        from ..embed.compiled import choose_backend
+        from ..embed.runtime.compiled import choose_backend
 
         if choose_backend(opts) == "openvino":  # converted from fp32 in any case
             extra = {**opts.extra, "jit": False}

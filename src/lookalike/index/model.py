@@ -149,7 +149,7 @@ class Model:
         recorded = self.setup
         if recorded is not None:
             return recorded.preprocess
-        from ..embed.model_cache import fingerprint, models_root, recall_setup
+        from ..embed.runtime.cache import fingerprint, models_root, recall_setup
 
         opts = self.effective_options()
         root = models_root()
@@ -167,9 +167,9 @@ class Model:
                 the model is built (and compiled) now: a first run's slow start.
         """
         if self.embedder is None:
-            from ..embed.compiled import load_compiled
-            from ..embed.model_cache import fingerprint as get_fingerprint
-            from ..embed.model_cache import models_root, recall_setup, remember_setup
+            from ..embed.runtime.cache import fingerprint as get_fingerprint
+            from ..embed.runtime.cache import models_root, recall_setup, remember_setup
+            from ..embed.runtime.compiled import load_compiled
 
             opts = self.effective_options()
             root = models_root()
@@ -198,7 +198,7 @@ class Model:
         (the same vectors for the index and its later queries; OpenVINO's bf16 is ~3x faster
         than TorchScript on a CPU)."""
         from ..embed import load_embedder
-        from ..embed.compiled import choose_backend, load_compiled, save_compiled
+        from ..embed.runtime.compiled import choose_backend, load_compiled, save_compiled
 
         if choose_backend(opts) == "openvino":
             # Converted from fp32 weights in any case: build the model once, fp32 and

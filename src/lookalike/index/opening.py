@@ -14,7 +14,7 @@ for, checked before any work.
 - **Backend** (how models run on the CPU): ``auto`` (OpenVINO when installed, else
   TorchScript), ``openvino`` or ``torch``; default ``$LOOKALIKE_BACKEND``, else ``auto``.
   The vectors agree either way: each compiled copy is checked against timm's forward pass
-  when it is saved (:mod:`lookalike.embed.compiled`).
+  when it is saved (:mod:`lookalike.embed.runtime.compiled`).
 - **Approximate index**: ``ann="auto"`` builds it from ``ann_threshold`` vectors on;
   ``on`` and ``off`` force it.
 - ``create=False`` (read-only commands) raises
@@ -68,7 +68,7 @@ def embedder_options(
         extra={"backend": backend} if backend is not None else {},
     )
     if backend is not None:
-        from ..embed.compiled import requested_backend
+        from ..embed.runtime.compiled import requested_backend
 
         requested_backend(options)
     return options

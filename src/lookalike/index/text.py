@@ -106,7 +106,7 @@ class TextSearch:
         if self.encoder is None:
             from ..embed.clip.names import not_clip_message
             from ..embed.clip.text import load_text_encoder
-            from ..embed.model_cache import models_root
+            from ..embed.runtime.cache import models_root
 
             model = self._model
             if not self.is_clip:

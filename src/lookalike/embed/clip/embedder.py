@@ -4,7 +4,7 @@
 (through the Hugging Face hub cache) or of ``--weights FILE`` (a local open_clip checkpoint).
 Image vectors are ``normalize(model.encode_image(x))``: the visual tower and its projection,
 wrapped as :class:`~lookalike.embed.clip.towers.ClipImageTower` so that the compiled-model cache
-(:mod:`lookalike.embed.compiled`: OpenVINO, else TorchScript) saves and checks it exactly as
+(:mod:`lookalike.embed.runtime.compiled`: OpenVINO, else TorchScript) saves and checks it exactly as
 it does a timm model. The text tower is built by :mod:`lookalike.embed.clip.text`, only when
 a text query is asked.
 
@@ -34,7 +34,7 @@ from ...errors import (
 )
 from ...setup import ClipSetup, EmbedderOptions, Preprocess, Setup
 from ..pooling import PooledModel
-from ..runtime import default_batch_size, resolve_device, resolve_precision, try_trace
+from ..runtime.device import default_batch_size, resolve_device, resolve_precision, try_trace
 from ..timm_embedder import TimmEmbedder
 from ..weights import file_fingerprint, weights_path
 from .names import DEFAULT_CLIP_MODEL, parse_clip_name, resolve_clip_name, user_config

@@ -2,7 +2,7 @@
 
 The text tower is built only when a text query is asked. Its first build (open_clip,
 torch, the checkpoint) saves a compiled copy in the shared model cache
-(:mod:`lookalike.embed.compiled`'s folder and rules): an OpenVINO IR taking ``(n, L)``
+(:mod:`lookalike.embed.runtime.compiled`'s folder and rules): an OpenVINO IR taking ``(n, L)``
 int64 token ids when OpenVINO is installed, else a frozen TorchScript module. Later
 processes load that copy and tokenize with :class:`~lookalike.embed.clip.tokenizer.ClipTokenizer`:
 a text query needs neither torch nor open_clip's import (seconds) on the OpenVINO path.
@@ -27,9 +27,9 @@ import numpy as np
 
 from ...errors import ConfigError, SetupMismatchError
 from ...setup import EmbedderOptions, Setup
-from .. import compiled
-from .. import openvino_runtime as ovr
-from ..openvino_runtime import unit_rows
+from ..runtime import compiled
+from ..runtime import openvino as ovr
+from ..runtime.openvino import unit_rows
 from .tokenizer import ClipTokenizer
 
 TEXT_LAYOUT = "text-tokens-i64-dynlen"
@@ -93,7 +93,7 @@ def load_text_encoder(root: Path, setup: Setup, opts: EmbedderOptions) -> TextEn
     """The text encoder of a CLIP setup: the compiled copy, else built (and saved).
 
     Args:
-        root: the shared model cache (:func:`lookalike.embed.model_cache.models_root`).
+        root: the shared model cache (:func:`lookalike.embed.runtime.cache.models_root`).
         setup: the index's recorded setup.
         opts: the effective options (weights file, precision, backend).
 
@@ -171,7 +171,7 @@ def _torch_runner(module: Any) -> Any:
 
 
 def _torch_precision(opts: EmbedderOptions) -> str:
-    from ..runtime import resolve_precision
+    from ..runtime.device import resolve_precision
 
     return resolve_precision(opts.precision, "cpu")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 BATCH_SIZES = {"cpu": 32, "cuda": 128, "mps": 32}
 # Minimum cosine between traced and eager outputs for the traced module to be used. The

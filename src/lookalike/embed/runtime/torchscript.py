@@ -1,6 +1,6 @@
 """The TorchScript backend: a frozen, traced timm embedder, run without timm.
 
-The fallback of :mod:`lookalike.embed.compiled` where OpenVINO is not installed. The module
+The fallback of :mod:`lookalike.embed.runtime.compiled` where OpenVINO is not installed. The module
 takes normalised NCHW float tensors (channels-last); :class:`TorchScriptEmbedder` does the
 normalisation from uint8 pixels, as :class:`~lookalike.embed.timm_embedder.TimmEmbedder`.
 """
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..setup import Setup
-from .openvino_runtime import unit_rows
-from .pixels import check_pixels, check_tensor
+from ...setup import Setup
+from ..pixels import check_pixels, check_tensor
+from .openvino import unit_rows
 
 
 class TorchScriptEmbedder:

@@ -5,7 +5,7 @@ torchvision and ``torch._dynamo``), building the model, reading the weights, tra
 first process that builds one saves the finished model here; later processes load that:
 
 - ``"openvino"``: the model converted to an OpenVINO IR taking uint8 pixels
-  (:mod:`lookalike.embed.openvino_runtime`). Needs neither torch nor timm: a fresh process
+  (:mod:`lookalike.embed.runtime.openvino`). Needs neither torch nor timm: a fresh process
   imports openvino, loads ResNet50 and embeds its first image in ~0.4 s; bf16 runs ~3x
   faster than TorchScript (``bench/bench_backends.py``). CPU only. Optional:
   ``pip install lookalike[openvino]``.
@@ -56,15 +56,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..setup import EmbedderOptions, Setup
-from . import openvino_runtime as ovr
-from .openvino_runtime import unit_rows
-from .torchscript_runtime import TorchScriptEmbedder
+from ...errors import ConfigError
+from ...setup import EmbedderOptions, Setup
+from . import openvino as ovr
+from .openvino import unit_rows
+from .torchscript import TorchScriptEmbedder
 
 if TYPE_CHECKING:
-    from . import Embedder
-    from .timm_embedder import TimmEmbedder
+    from .. import Embedder
+    from ..timm_embedder import TimmEmbedder
 
 BACKENDS = ("auto", "torch", "openvino")
 BACKEND_ENV = "LOOKALIKE_BACKEND"
@@ -194,7 +194,7 @@ def _valid(folder: Path, setup: Setup, opts: EmbedderOptions) -> bool:
         stat = _weights_stat(opts.weights)
         if stat == meta.get("weights_file"):
             return True
-        from .weights import file_fingerprint
+        from ..weights import file_fingerprint
 
         return file_fingerprint(opts.weights) == setup.weights
     except Exception:  # missing or unreadable file: let the full load report it
@@ -210,7 +210,7 @@ def _weights_stat(path: str) -> dict[str, Any]:
 def _load_torch(cache_dir: Path, setup: Setup, opts: EmbedderOptions) -> Embedder | None:
     import torch
 
-    from .runtime import default_batch_size, resolve_device, resolve_precision
+    from .device import default_batch_size, resolve_device, resolve_precision
 
     device = resolve_device(opts.device)
     if device != "cpu":
@@ -287,7 +287,7 @@ def _fp32_model(embedder: TimmEmbedder, opts: EmbedderOptions) -> Any:
     if embedder.precision == "fp32":
         return embedder.model
     if opts.model is not None:
-        from . import load_embedder  # timm or CLIP, as the model's name says
+        from .. import load_embedder  # timm or CLIP, as the model's name says
 
         try:
             extra = {**opts.extra, "jit": False}

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._cpu import usable_cores
-from ..errors import ModelError
-from ..setup import Setup
-from .pixels import check_pixels
+from ..._cpu import usable_cores
+from ...errors import ModelError
+from ...setup import Setup
+from ..pixels import check_pixels
 
 if TYPE_CHECKING:
     import torch
@@ -157,7 +157,7 @@ def convert(model: torch.nn.Module, setup: Setup, layout: str) -> Any:
     import torch
     from openvino.preprocess import PrePostProcessor
 
-    from .pooling import PooledModel
+    from ..pooling import PooledModel
 
     pre = setup.preprocess
     h, w = pre.size

@@ -1,6 +1,6 @@
 """Where compiled models live, and how a new index finds one before anything is recorded.
 
-Compiled models (:mod:`lookalike.embed.compiled`) are shared by every index of the user:
+Compiled models (:mod:`lookalike.embed.runtime.compiled`) are shared by every index of the user:
 ``$LOOKALIKE_CACHE`` or the platform's user cache folder. An index records its full
 :class:`~lookalike.setup.Setup` only after a model ran, so a brand-new index asks by what
 the user *requested* (model name, weights fingerprint, pooling, crop): a small alias file
@@ -17,7 +17,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ..setup import DEFAULT_MODEL, EmbedderOptions, Setup
+from ...setup import DEFAULT_MODEL, EmbedderOptions, Setup
 
 
 def models_root() -> Path:
@@ -31,7 +31,7 @@ def models_root() -> Path:
 
 
 def _alias(root: Path, opts: EmbedderOptions, fingerprint: str) -> Path:
-    from .clip.names import is_clip_name
+    from ..clip.names import is_clip_name
 
     request = {
         "model": opts.model,
@@ -77,7 +77,7 @@ def fingerprint(root: Path, opts: EmbedderOptions) -> str:
         WeightsUnavailableError: the weights file does not exist; timm has no weights.
         ModelNotFoundError: unknown model (hub weights only).
     """
-    from . import weights_fingerprint
+    from .. import weights_fingerprint
 
     key = _fingerprint_key(opts)
     path = None
@@ -104,20 +104,20 @@ def fingerprint(root: Path, opts: EmbedderOptions) -> str:
 
 def _fingerprint_key(opts: EmbedderOptions) -> str | None:
     if opts.weights:
-        from .weights import weights_path
+        from ..weights import weights_path
 
         p = weights_path(opts.weights)
         st = p.stat()
         # ctime too: tools that copy a file in place can set its mtime, not its ctime.
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         return json.dumps(["file", str(p), *stamp])
-    from .shipped import is_shipped
+    from ..shipped import is_shipped
 
     if is_shipped(opts.model):
         # Hub or package depends on this machine's hub, not on the name: ask each time
         # (cheap, without timm; the package file's hash is cached per process).
         return None
-    from .clip.names import is_clip_name
+    from ..clip.names import is_clip_name
 
     # The library whose tables name the hub weights (CLIP models: open_clip's).
     library = "open_clip_torch" if is_clip_name(opts.model) else "timm"
