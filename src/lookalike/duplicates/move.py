@@ -127,10 +127,14 @@ def _check(m: DuplicateMember, *, follow: bool) -> tuple[str | None, Identity | 
     return None, now
 
 
+Kept = tuple[DuplicateMember, Identity]  # a group's kept file and its identity when checked
+
+
 def _candidates(
     groups: Sequence[DuplicateGroup], real_dest: str, report: MoveReport
-) -> list[tuple[DuplicateMember, Identity]]:
-    """Members that may move, each with its identity; the others go to ``report.skipped``."""
+) -> list[tuple[DuplicateMember, Identity, Kept]]:
+    """Members that may move, each with its identity and its group's kept file; the others
+    go to ``report.skipped``."""
     kept: dict[tuple[int, int], str] = {}
     ready: list[tuple[DuplicateGroup, Identity]] = []
     for g in groups:
@@ -143,7 +147,7 @@ def _candidates(
         ready.append((g, ident))
     seen: dict[tuple[int, int], str] = {}
     out = []
-    for g, _ in ready:
+    for g, kept_ident in ready:
         for m in g.others:
             problem, ident = _check(m, follow=False)
             if problem is None and ident is not None:
@@ -158,7 +162,7 @@ def _candidates(
                     problem = "inside-destination"
                 else:
                     seen[key] = m.path
-                    out.append((m, ident))
+                    out.append((m, ident, (g.members[0], kept_ident)))
                     continue
             report.skipped.append(MoveProblem(m.path, problem or "changed", ""))
     return out
@@ -212,10 +216,11 @@ def move_groups(
     ready = _candidates(groups, os.path.realpath(dest), report)
     if dry_run:
         preview = Run(dest, "<run>")
-        report.moved.extend((m.path, preview.target(m.path)) for m, _ in ready)
+        report.moved.extend((m.path, preview.target(m.path)) for m, _, _ in ready)
         return report
     plans: list[Planned] = []
-    for m, ident in ready:  # content hashes only of the files about to move
+    keeps: list[Kept] = []
+    for m, ident, keep in ready:  # content hashes only of the files about to move
         try:
             found = probe(m.path)
         except OSError as e:
@@ -226,6 +231,7 @@ def move_groups(
             continue
         row = index.row(m.path) if index is not None else None
         plans.append(Planned(len(plans), m.path, "", ident, found[1], row))
+        keeps.append(keep)
     if not plans:
         return report
     make_dirs(dest)
@@ -237,8 +243,8 @@ def move_groups(
     step("manifest")
     report.manifest = run.manifest
     try:
-        for p in plans:
-            if _move_one(p, journal, report, index) and on_moved is not None:
+        for p, keep in zip(plans, keeps, strict=True):
+            if _move_one(p, keep, journal, report, index) and on_moved is not None:
                 on_moved([(p.source, p.target)])
     except _JournalFailed as e:
         raise e.error from None
@@ -250,8 +256,28 @@ def move_groups(
     return report
 
 
-def _move_one(p: Planned, journal: Journal, report: MoveReport, index: IndexLink | None) -> bool:
+def _kept_problem(keep: Kept) -> str | None:
+    """The group's kept file must still be there, the file it was: another run (a second
+    ``--move-to``, the web review) may have moved it meanwhile, keeping this copy instead."""
+    member, ident = keep
+    try:
+        now = Identity.of(os.stat(member.path))
+    except FileNotFoundError:
+        return "kept-file-vanished"
+    except OSError:
+        return "kept-file-unreadable"
+    return None if now == ident else "kept-file-changed"
+
+
+def _move_one(
+    p: Planned, keep: Kept, journal: Journal, report: MoveReport, index: IndexLink | None
+) -> bool:
     """One move as a transaction: each phase journaled; True when the file moved."""
+    kept_problem = _kept_problem(keep)
+    if kept_problem is not None:  # checked just before this member moves: never both go
+        report.skipped.append(MoveProblem(p.source, kept_problem, keep[0].path))
+        journal.phase(p.n, "failed", kept_problem)
+        return False
 
     def on_phase(name: str) -> None:
         step(name)

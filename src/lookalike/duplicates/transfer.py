@@ -201,6 +201,28 @@ def _copy(src: str, tmp: str, digest: str, expect: Identity) -> None:
         os.close(fd)
 
 
+def _still_the_file(src: str, dst: str, expect: Identity) -> None:
+    """Just before ``src`` is removed: it must still be the file that was copied or linked.
+
+    A file written to (or replaced) after its copy was checked would lose those changes
+    with its name. Then nothing is removed from the source: the target goes when it only
+    holds what the source still holds (a second name of the same file, or a copy of the
+    bytes the file had before it was written to in place); a target holding the only
+    copy of a file replaced at ``src`` stays (undo reports it).
+
+    Raises:
+        ChangedError: ``src`` is not the expected file any more.
+    """
+    st = os.lstat(src)  # gone meanwhile: FileNotFoundError, the target stays
+    if stat.S_ISREG(st.st_mode) and Identity.of(st) == expect:
+        return
+    if stat.S_ISREG(st.st_mode) and Identity.of(st).same_file(expect):
+        with contextlib.suppress(OSError):
+            os.unlink(dst)
+            fsync_dir(os.path.dirname(dst))
+    raise ChangedError(errno.EAGAIN, "changed while it was being moved", src)
+
+
 def temp_name(dst: str) -> str:
     """The temporary name a cross-device copy is written under, beside ``dst``."""
     head, tail = os.path.split(dst)
@@ -259,6 +281,7 @@ def transfer(
                 os.unlink(dst)  # the copy just placed, in our own run folder
             raise OSError(errno.EIO, "the copy does not read back as the original", dst)
         on_phase("placed")
+    _still_the_file(src, dst, expect)
     os.unlink(src)
     fsync_dir(os.path.dirname(src))
     on_phase("unlinked")

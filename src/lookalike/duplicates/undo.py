@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .journal import Journal, Planned, journal_for, read_journal
+from .journal import Journal, Planned, Run, journal_for, read_journal
 from .move import IndexLink, remove_empty_folders
 from .transfer import ChangedError, fsync_dir, probe, step, temp_name, transfer
 from .types import MoveProblem, MoveReport
@@ -47,6 +47,44 @@ def _remove_part(path: str) -> None:
             fsync_dir(os.path.dirname(part))
 
 
+def _run_folder(run: Run) -> str | None:
+    """The real path of the run's folder, or ``None`` when the journal names no folder of
+    its own beside it (a name with a separator or ``..``, edited by hand) or the folder is
+    a symbolic link (it could lead anywhere, the sources' own folders included)."""
+    name = run.name
+    if not name or name in (os.curdir, os.pardir) or os.sep in name:
+        return None
+    if os.altsep and os.altsep in name:
+        return None
+    if os.path.islink(run.folder):
+        return None
+    return os.path.realpath(run.folder)
+
+
+def _outside_run(p: Planned, run: Run, real_run: str | None) -> bool:
+    """The target is not where this run put the file: only ``DEST/<run>/<source path>``,
+    reached without a link out of the run folder, is ever moved back (a journal edited by
+    hand could name any file of the user's, or the source itself)."""
+    if real_run is None or p.target != run.target(p.source):
+        return True
+    parent = os.path.realpath(os.path.dirname(p.target))
+    return not parent.startswith(real_run.rstrip(os.sep) + os.sep)
+
+
+def _same_entry(a: str, b: str) -> bool:
+    """``a`` and ``b`` are one directory entry, not two names of one file (removing the
+    target would remove the source)."""
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+        pa, pb = os.stat(os.path.dirname(a)), os.stat(os.path.dirname(b))
+    except OSError:
+        return True  # cannot tell: never remove
+    if (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino):
+        return False
+    same_parent = (pa.st_dev, pa.st_ino) == (pb.st_dev, pb.st_ino)
+    return sa.st_nlink < 2 or (same_parent and os.path.basename(a) == os.path.basename(b))
+
+
 def _settle(
     p: Planned, journal: Journal | None, index: IndexLink | None, report: MoveReport
 ) -> None:
@@ -56,6 +94,9 @@ def _settle(
     ident = dst[0] if isinstance(dst, tuple) else p.identity
     dry = journal is None
     back = False
+    if at_dst and at_src and _same_entry(p.source, p.target):
+        report.skipped.append(MoveProblem(p.target, "outside-run", p.source))
+        return
     if at_dst and at_src:
         # A crash between making the target and removing the source: the target is a
         # second name or a verified copy of a file that never left. Drop it.
@@ -123,7 +164,9 @@ def undo_moves(
         ``moved``: files moved back; ``skipped``: the others, with a reason:
         ``already-back`` (an earlier undo), ``never-moved`` (the run stopped before this
         file), ``exists`` (another file is at the source now), ``changed`` (the file at
-        the target is not the one moved), ``vanished`` (in neither place), ``error``.
+        the target is not the one moved), ``vanished`` (in neither place), ``error``,
+        ``outside-run`` (the journal names a target outside the run's own folder, e.g.
+        edited by hand: never touched).
     """
     path = os.fspath(manifest)
     journal_path = journal_for(path)
@@ -131,10 +174,14 @@ def undo_moves(
         return _undo_version1(path, dry_run, on_moved)
     run, plans = read_journal(journal_path)
     report = MoveReport(dry_run=dry_run)
+    real_run = _run_folder(run)
     journal = None if dry_run else Journal(journal_path)
     try:
         for p in plans:
             before = len(report.moved)
+            if _outside_run(p, run, real_run):
+                report.skipped.append(MoveProblem(p.target, "outside-run", p.source))
+                continue
             try:
                 _settle(p, journal, index, report)
             except OSError as e:  # this file's problem (permissions, I/O): say so, go on
@@ -144,7 +191,8 @@ def undo_moves(
     finally:
         if journal is not None:
             journal.close()
-            remove_empty_folders(run.folder)
+            if real_run is not None:
+                remove_empty_folders(run.folder)
     return report
 
 
@@ -156,8 +204,16 @@ def _undo_version1(
     with open(manifest, encoding="utf-8") as f:
         data = json.load(f)
     report = MoveReport(dry_run=dry_run)
+    # Those runs moved files into DEST/<root name>/..., beside the manifest: nothing
+    # outside that folder is ever moved (a manifest edited by hand could name any file).
+    home = os.path.realpath(os.path.dirname(os.path.abspath(manifest))).rstrip(os.sep) + os.sep
     for entry in data.get("moves", []):
         src, dst = entry["to"], entry["from"]
+        if not os.path.realpath(os.path.dirname(os.path.abspath(src))).startswith(home) or (
+            os.path.islink(src)
+        ):
+            report.skipped.append(MoveProblem(src, "outside-run", dst))
+            continue
         found = _probe(src)
         if os.path.lexists(dst):
             reason = "already-back" if found is None else "exists"
