@@ -175,17 +175,64 @@ def imagededup_scores(folder: Path, truth: set[frozenset[str]]) -> dict:
 
 
 # --------------------------------------------------------------------------- scale
-def planted_rows(gen, start: int, stop: int, rate: float, rng: np.random.Generator):
+class Clusters:
+    """Isotropic clusters (issue #19's outside measurement): ``clusters`` random unit
+    centres in ``dim`` dimensions (nearly orthogonal to each other); each row is
+    ``sqrt(intra) c + sqrt(1 - intra) u`` for its cluster's centre ``c`` and a fresh random
+    unit ``u``, normalised, so two rows of one cluster have cosine ~``intra`` and rows of
+    different clusters ~0. Cluster sizes are equal on average (uniform labels). Unlike
+    ``bench_million.Embeddings`` nothing is low-rank: ~all of a row's energy lies outside
+    any few hundred directions."""
+
+    def __init__(self, n: int, clusters: int, intra: float, dim: int = 2048, seed: int = 0):
+        rng = np.random.default_rng([seed, 19])
+        c = rng.standard_normal((clusters, dim), dtype=np.float32)
+        self.centres = c / np.linalg.norm(c, axis=1, keepdims=True)
+        self.intra, self.dim, self.seed = float(intra), dim, seed
+
+    def rows(self, start: int, stop: int, salt: int = 0) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, salt, start, stop, 19])
+        m = stop - start
+        u = rng.standard_normal((m, self.dim), dtype=np.float32)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        u *= np.float32(np.sqrt(1.0 - self.intra))
+        u += np.float32(np.sqrt(self.intra)) * self.centres[rng.integers(0, len(self.centres), m)]
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        return u
+
+
+def generator(args: argparse.Namespace, n: int | None = None, dim: int = 2048):
+    """The scale generator the options name: ``Clusters`` with ``--clusters``, else the
+    ``bench_million`` one."""
+    from bench_million import Embeddings
+
+    n = args.n if n is None else n
+    if getattr(args, "clusters", 0):
+        return Clusters(n, args.clusters, args.intra, dim=dim)
+    return Embeddings(n, dim=dim)
+
+
+def copy_levels(args: argparse.Namespace, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise norms of planted copies: cosine ~``--copy-cos`` (+-0.01), else 0.989-0.997."""
+    if getattr(args, "copy_cos", None):
+        cos = rng.uniform(args.copy_cos - 0.01, min(0.9999, args.copy_cos + 0.01), (k, 1))
+        return np.sqrt(1.0 / cos**2 - 1.0).astype(np.float32)  # noise orthogonal to x
+    return rng.uniform(0.08, 0.15, (k, 1)).astype(np.float32)
+
+
+def planted_rows(gen, start: int, stop: int, rate: float, rng: np.random.Generator, args=None):
     """Rows [start, stop) where a fraction ``rate`` are noisy copies of earlier rows of the
     same chunk; returns (rows, pairs as global indices)."""
     x = gen.rows(start, stop)
     m = stop - start
-    k = int(m * rate)
+    k = round(m * rate)
     src = rng.choice(m // 2, k, replace=False)
     dst = m // 2 + rng.choice(m - m // 2, k, replace=False)
     noise = rng.standard_normal((k, x.shape[1]), dtype=np.float32)
+    if getattr(args, "copy_cos", None):  # exactly orthogonal: the cosine is as asked
+        noise -= np.einsum("ij,ij->i", noise, x[src])[:, None] * x[src]
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    level = rng.uniform(0.08, 0.15, (k, 1)).astype(np.float32)  # cosine ~0.989-0.997
+    level = copy_levels(args, k, rng)
     copy = x[src] + level * noise
     x[dst] = copy / np.linalg.norm(copy, axis=1, keepdims=True)
     return x, list(zip((src + start).tolist(), (dst + start).tolist(), strict=True))
@@ -195,10 +242,9 @@ class DirectStore:
     """Just what the duplicate search reads from a store, for ``scale --direct``: vectors
     are regenerated (no SQLite copy), paths are synthetic, no content hashes."""
 
-    def __init__(self, n: int, rate: float) -> None:
-        from bench_million import Embeddings
-
-        self.n, self.rate, self.gen = n, rate, Embeddings(n)
+    def __init__(self, n: int, rate: float, options: dict | None = None) -> None:
+        self.args = argparse.Namespace(n=n, **(options or {}))
+        self.n, self.rate, self.gen = n, rate, generator(self.args)
         self.pairs: list[tuple[int, int]] = []
 
     def generation(self) -> int:
@@ -214,7 +260,7 @@ class DirectStore:
         rng, self.pairs = np.random.default_rng(7), []
         for start in range(0, self.n, 50_000):
             stop = min(self.n, start + 50_000)
-            x, planted = planted_rows(self.gen, start, stop, self.rate, rng)
+            x, planted = planted_rows(self.gen, start, stop, self.rate, rng, self.args)
             self.pairs += planted
             yield np.arange(start + 1, stop + 1, dtype=np.int64), x
 
@@ -230,8 +276,8 @@ def scale_direct(args: argparse.Namespace, work: Path) -> dict:
     (no SQLite copy of 8 GB): for a million rows when inserting them would take too long."""
     from lookalike.vectors import VectorCache
 
-    store = DirectStore(args.n, args.rate)
-    cache_dir = work / f"direct_{args.n}.cache"
+    store = DirectStore(args.n, args.rate, gen_options(args))
+    cache_dir = work / f"direct_{tag(args)}.cache"
     t0 = time.perf_counter()
     VectorCache.open(cache_dir, store, durable=False).close()
     out: dict = {
@@ -239,7 +285,7 @@ def scale_direct(args: argparse.Namespace, work: Path) -> dict:
         "direct": True,
         "cache_write_seconds": round(time.perf_counter() - t0),
     }
-    truth_file = work / f"direct_{args.n}.pairs.json"
+    truth_file = work / f"direct_{tag(args)}.pairs.json"
     if store.pairs:
         truth_file.write_text(json.dumps(store.pairs))
     code = (
@@ -248,7 +294,8 @@ def scale_direct(args: argparse.Namespace, work: Path) -> dict:
         "from lookalike.duplicates import find_duplicates\n"
         "from pathlib import Path\n"
         "t = time.perf_counter()\n"
-        f"r = find_duplicates(DirectStore({args.n}, {args.rate}), Path({str(cache_dir)!r}),"
+        f"r = find_duplicates(DirectStore({args.n}, {args.rate}, {gen_options(args)!r}),"
+        f" Path({str(cache_dir)!r}),"
         f" {args.threshold}, facts={{}})\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'method': r.method,"
         " 'candidates': r.candidate_pairs, 'images': r.images,"
@@ -286,26 +333,43 @@ def _child(code: str, truth_file: Path, args: argparse.Namespace, out: dict) -> 
     return out
 
 
-def scale(args: argparse.Namespace) -> dict:
-    from bench_million import Embeddings
+def gen_options(args: argparse.Namespace) -> dict:
+    keys = ("clusters", "intra", "copy_cos")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None)}
 
+
+def tag(args: argparse.Namespace) -> str:
+    """File name part of a scale run: n, and the clustered generator's options."""
+    if not getattr(args, "clusters", 0):
+        return str(args.n)
+    return f"{args.n}_c{args.clusters}_i{args.intra}_p{args.planted}_cc{args.copy_cos}"
+
+
+def scale(args: argparse.Namespace) -> dict:
     from lookalike import Index
 
+    if args.clusters:
+        # The outside measurement's shape: --planted pairs among n rows, copies at
+        # ~--copy-cos, clusters of cosine ~--intra.
+        args.copy_cos = args.copy_cos or 0.97
+        args.planted = args.planted or args.n // 50
+        args.rate = args.planted / args.n
     work = Path(args.dir or tempfile.mkdtemp(prefix="dups-scale-"))
     if args.direct:
         return scale_direct(args, work)
-    db = work / f"scale_{args.n}.db"
-    truth_file = work / f"scale_{args.n}.pairs.json"
+    db = work / f"scale_{tag(args)}.db"
+    truth_file = work / f"scale_{tag(args)}.pairs.json"
     out: dict = {"n": args.n, "dim": 2048, "threshold": args.threshold}
+    out["generator"] = gen_options(args) or "bench_million.Embeddings"
     if not truth_file.exists():
-        for p in work.glob(f"scale_{args.n}.db*"):
+        for p in work.glob(f"scale_{tag(args)}.db*"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-        gen, rng, pairs = Embeddings(args.n), np.random.default_rng(7), []
+        gen, rng, pairs = generator(args), np.random.default_rng(7), []
         t0 = time.perf_counter()
         with Index.open(db) as idx:
             for start in range(0, args.n, 50_000):
                 stop = min(args.n, start + 50_000)
-                x, planted = planted_rows(gen, start, stop, args.rate, rng)
+                x, planted = planted_rows(gen, start, stop, args.rate, rng, args)
                 idx.add_embeddings([f"/synthetic/{i:07d}.jpg" for i in range(start, stop)], x)
                 pairs += planted
         out["insert_seconds"] = round(time.perf_counter() - t0, 1)
@@ -381,6 +445,13 @@ def main() -> None:
     ap.add_argument("--pools", default="avg,gem")
     ap.add_argument("--corpus", type=int, help="quality: make_corpus.py's set of N images")
     ap.add_argument("--direct", action="store_true", help="scale: cache only, no SQLite copy")
+    # Issue #19's outside measurement: isotropic clusters instead of bench_million's
+    # generator (e.g. --clusters 2000 --intra 0.4 --planted 20000 --copy-cos 0.97
+    # --threshold 0.9).
+    ap.add_argument("--clusters", type=int, default=0, help="scale: isotropic clusters")
+    ap.add_argument("--intra", type=float, default=0.4, help="cosine inside a cluster")
+    ap.add_argument("--planted", type=int, default=0, help="planted pairs (default n/50)")
+    ap.add_argument("--copy-cos", type=float, default=None, help="planted copies' cosine")
     args = ap.parse_args()
     t0 = time.perf_counter()
     out = {"quality": quality, "scale": scale, "small": small}[args.part](args)

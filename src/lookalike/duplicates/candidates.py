@@ -10,10 +10,14 @@ How, and why it finds every pair an exact search would (up to the IVF's probing)
   for pairs ``>= threshold`` misses no true pair, and an exact re-check of the candidates
   on the full vectors removes the false ones.
 * **Search.** Up to ``flat_limit`` rows the ``z`` are compared exactly in blocks; above it
-  the ``z`` are routed into k-means cells (FAISS) and each row keeps its ``k`` best
-  bounds that pass among the rows of its ``nprobe`` nearest cells: the work of an IVF
-  search, done cell by cell as matrix products (BLAS) rather than query by query. Rows
-  whose ``k``-th neighbour still passes are searched again with a larger ``k``.
+  the ``z`` are routed into k-means cells (FAISS; :mod:`.cells`) and each row keeps its
+  ``k`` best bounds that pass among the rows of its ``nprobe`` nearest cells: the work of
+  an IVF search, done cell by cell as matrix products (BLAS) rather than query by query.
+* **Re-check by rank** (cell join). A row with fewer than ``k`` passing bounds has all of
+  them re-checked. A row with ``k`` was cut to its best bounds (a group larger than ``k``,
+  or a bound that is loose for this data): its candidates are re-checked best bound
+  first, the next ones only while every one so far was a pair; rows whose ``k`` all were
+  pairs are searched again with a larger ``k``.
 * **Re-check.** Candidate pairs are scored on the full vectors, a block of consecutive
   ``i`` rows at a time (read at once) against that block's ``j`` rows (``pread`` from the
   cache), so memory stays flat at any collection size.
@@ -25,21 +29,18 @@ features share and spreads distinct images apart.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .cells import Cells, best_per_row, one_blas_thread, passing, sample_positions
 from .rows import Rows, chunk_rows
 
 _SAMPLE = 20_000
 _FLAT_BLOCK = 1024
-_KNN_CHUNK = 16_384
 _RECHECK_BYTES = 256 << 20  # rows of j read at once in the re-check
 _DOT_PAIRS = 1024  # pairs scored at once (their rows stay in cache)
-_JOIN_ENTRIES = 1 << 22  # scores per matrix product in the cell join
-_JOIN_HELD = 1 << 23  # candidates held before trimming each row to its best
+_FIRST_CHECK = 4  # a full row's candidates re-checked first (see _checked_by_rank)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class SearchStats:
     candidates: int = 0
     pairs: int = 0
     basis_dim: int = 0
+    cells: int = 0  # k-means cells of the join (ivf)
+    join_scores: int = 0  # bound scores the cell join computed (ivf)
 
 
 @dataclass
@@ -83,29 +86,12 @@ class Transform:
         return out / norms  # type: ignore[no-any-return]
 
 
-def _sample_positions(n: int, size: int, seed: int) -> np.ndarray:
-    if n <= size:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
-
-
 def fit_transform(rows: Rows, center: bool, seed: int = 0) -> Transform:
     """The centring learned from a sample of ``rows`` (identity when ``center`` is off)."""
     if not center or rows.n == 0:
         return Transform()
-    sample = rows.gather(_sample_positions(rows.n, _SAMPLE, seed))
+    sample = rows.gather(sample_positions(rows.n, _SAMPLE, seed))
     return Transform(sample.mean(axis=0, dtype=np.float64).astype(np.float32))
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
-    """Small LAPACK calls on one thread: threaded ones stall for seconds on a busy machine
-    (threadpoolctl, when installed; otherwise as configured)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1)  # type: ignore[no-any-return]
 
 
 def _orthonormal(a: np.ndarray) -> np.ndarray:
@@ -118,13 +104,13 @@ def _orthonormal(a: np.ndarray) -> np.ndarray:
 
 def fit_basis(rows: Rows, transform: Transform, p: int, seed: int = 0) -> np.ndarray:
     """float32 ``(dim, p)`` orthonormal: the top eigenvectors of a sample's ``X^T X``."""
-    sample = transform(rows.gather(_sample_positions(rows.n, _SAMPLE, seed)))
+    sample = transform(rows.gather(sample_positions(rows.n, _SAMPLE, seed)))
     gram = (sample.T @ sample).astype(np.float64)
     # Randomised subspace iteration: the top p directions in a fraction of the time of a
     # full eigendecomposition (2048-d: ~10x). Any orthonormal basis keeps the bound exact;
     # a better one only makes it tighter.
     rng = np.random.default_rng(seed)
-    with _one_blas_thread():
+    with one_blas_thread():
         q = _orthonormal(rng.standard_normal((gram.shape[0], min(gram.shape[0], p + 32))))
         for _ in range(4):
             q = _orthonormal(gram @ q)
@@ -150,48 +136,6 @@ def project(rows: Rows, transform: Transform, basis: np.ndarray | None) -> np.nd
     return out
 
 
-def _best_per_row(
-    rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, cap: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's ``cap`` highest-scoring entries (all of them when it has no more)."""
-    if len(rows) == 0:
-        return rows, cols, scores
-    counts = np.bincount(rows)
-    if counts.max() <= cap:
-        return rows, cols, scores
-    # A loose bound (or an untrained model) must not turn into a quadratic number of
-    # re-checks: keep each row's best bounds only (sorting only the rows over the cap).
-    over = counts[rows] > cap
-    hr, hc, hs = rows[over], cols[over], scores[over]
-    order = np.lexsort((-hs, hr))
-    hr, hc, hs = hr[order], hc[order], hs[order]
-    first = np.searchsorted(hr, hr, side="left")
-    top = (np.arange(len(hr)) - first) < cap
-    under = ~over
-    return (
-        np.concatenate([rows[under], hr[top]]),
-        np.concatenate([cols[under], hc[top]]),
-        np.concatenate([scores[under], hs[top]]),
-    )
-
-
-def _passing(scores: np.ndarray, threshold: float, cap: int) -> tuple[np.ndarray, ...]:
-    """``(row, col, score)`` of the entries >= threshold, at most ``cap`` best per row."""
-    mask = scores >= threshold
-    counts = np.count_nonzero(mask, axis=1)
-    over = np.flatnonzero(counts > cap)
-    if len(over) == 0:
-        rr, cc = np.nonzero(mask)
-        return rr, cc, scores[rr, cc]
-    mask[over] = False
-    rr, cc = np.nonzero(mask)
-    top = np.argpartition(-scores[over], cap - 1, axis=1)[:, :cap]
-    hr = np.repeat(over, cap)
-    hc = top.ravel()
-    rr, cc = np.concatenate([rr, hr]), np.concatenate([cc, hc])
-    return rr, cc, scores[rr, cc]
-
-
 def _flat_pairs(
     z: np.ndarray, threshold: float, max_per_row: int, max_k: int = 0
 ) -> tuple[np.ndarray, ...]:
@@ -212,7 +156,7 @@ def _flat_pairs(
         rr, cc = rr[keep], cc[keep]
         counts[start : start + len(block)] += np.bincount(rr, minlength=len(block))
         counts[start:] += np.bincount(cc, minlength=n - start)
-        rr, cc, _ = _best_per_row(rr, cc, scores[rr, cc], max_per_row)
+        rr, cc, _ = best_per_row(rr, cc, scores[rr, cc], max_per_row)
         found_i.append(rr.astype(np.int64) + start)
         found_j.append(cc.astype(np.int64) + start)
     # Rows with more passing neighbours than the cap: compared again with every row (at
@@ -223,7 +167,7 @@ def _flat_pairs(
             part = full[start : start + _FLAT_BLOCK]
             scores = z[part] @ z.T
             scores[np.arange(len(part)), part] = -np.inf  # a row is not its own pair
-            rr, cc, _ = _passing(scores, threshold, max_k)
+            rr, cc, _ = passing(scores, threshold, max_k)[:3]
             lo, hi = np.minimum(part[rr], cc), np.maximum(part[rr], cc)
             found_i.append(lo.astype(np.int64))
             found_j.append(hi.astype(np.int64))
@@ -234,107 +178,93 @@ def _flat_pairs(
     return key // n, key % n
 
 
-class _Cells:
-    """``z`` routed into k-means cells: each row lives in its nearest cell ("home") and is
-    compared with the rows living in its ``nprobe`` nearest cells."""
-
-    def __init__(self, z: np.ndarray, nprobe: int, seed: int) -> None:
-        from ..vectors.ann import import_faiss
-
-        faiss = import_faiss()
-        n, d = z.shape
-        # Cost per row: nlist centroids to route + nprobe * n / nlist rows to compare,
-        # balanced at nlist = sqrt(nprobe * n).
-        nlist = min(n, max(16, min(int(math.sqrt(max(1, nprobe) * n)), n // 40)))
-        self.nprobe = nprobe = max(1, min(nprobe, nlist))
-        train = np.ascontiguousarray(z[_sample_positions(n, min(n, 16 * nlist), seed)])
-        # Coarse cells only route the search; a few k-means rounds are enough.
-        kmeans = faiss.Kmeans(
-            d, nlist, niter=8, seed=seed, spherical=True, min_points_per_centroid=1
-        )
-        kmeans.train(train)
-        cells = faiss.IndexFlatIP(d)
-        cells.add(kmeans.centroids)
-        assign = np.empty((n, nprobe), dtype=np.int64)
-        for start in range(0, n, _KNN_CHUNK * 4):
-            q = np.ascontiguousarray(z[start : start + _KNN_CHUNK * 4])
-            assign[start : start + len(q)] = cells.search(q, nprobe)[1]
-        # Rows ordered by home cell: each cell's rows are one contiguous slice of zs.
-        self.order = np.argsort(assign[:, 0], kind="stable")
-        self.zs = z[self.order]
-        self.member_bounds = np.searchsorted(assign[self.order, 0], np.arange(nlist + 1))
-        rank = np.empty(n, dtype=np.int64)
-        rank[self.order] = np.arange(n)
-        flat = assign.ravel()
-        del assign
-        by_cell = np.argsort(flat, kind="stable")
-        # The rows (positions in zs) that visit each cell.
-        self.visitors = rank[by_cell // nprobe]
-        self.visitor_bounds = np.searchsorted(flat[by_cell], np.arange(nlist + 1))
-        self.nlist = nlist
-
-    def join(
-        self, threshold: float, cap: int, only: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(row, col, bound)`` in zs positions: each row's (or each ``only`` row's)
-        ``cap`` best others >= threshold in the cells it visits."""
-        zs, n = self.zs, len(self.zs)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        held, trim_at = 0, max(_JOIN_HELD, cap * n // 2)
-        for cell in range(self.nlist):
-            m0, m1 = int(self.member_bounds[cell]), int(self.member_bounds[cell + 1])
-            if m1 == m0:
-                continue
-            members = zs[m0:m1]
-            visitors = self.visitors[self.visitor_bounds[cell] : self.visitor_bounds[cell + 1]]
-            if only is not None:
-                visitors = visitors[only[visitors]]
-            step = max(1, _JOIN_ENTRIES // (m1 - m0))
-            for s in range(0, len(visitors), step):
-                q = visitors[s : s + step]
-                scores = zs[q] @ members.T
-                own = np.flatnonzero((q >= m0) & (q < m1))  # a row is not its own pair
-                scores[own, q[own] - m0] = -np.inf
-                rr, cc, sc = _passing(scores, threshold, cap)
-                parts.append((q[rr], cc.astype(np.int64) + m0, sc))
-                held += len(rr)
-            if held > trim_at:  # keep memory flat
-                parts = [_best_per_row(*_joined(parts), cap)]
-                held = len(parts[0][0])
-                trim_at = max(trim_at, 2 * held)
-        if not parts:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-        return _best_per_row(*_joined(parts), cap)
+_FIELDS = ("i", "j", "score")
 
 
-def _joined(
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows, cols, scores = (np.concatenate([p[x] for p in parts]) for x in range(3))
-    return rows, cols, scores
+class _Checker:
+    """Re-checks candidate pairs (positions) on the full vectors, each pair once, and
+    keeps those >= threshold."""
+
+    def __init__(self, rows: Rows, transform: Transform, threshold: float) -> None:
+        self.rows, self.transform, self.threshold = rows, transform, threshold
+        self.checked = np.empty(0, np.int64)  # sorted keys lo * n + hi
+        self.found = np.empty(0, np.int64)  # sorted keys of the pairs
+        self.parts: list[Pairs] = []
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether each pair ``(i[x], j[x])`` is a pair (cosine >= threshold)."""
+        n = self.rows.n
+        key = np.minimum(i, j) * n + np.maximum(i, j)
+        new = np.unique(key)
+        new = new[~_member(new, self.checked)]
+        if len(new):
+            got = recheck(self.rows, self.transform, new // n, new % n, self.threshold)
+            self.parts.append(got)
+            self.checked = np.union1d(self.checked, new)
+            self.found = np.union1d(self.found, got.i * n + got.j)
+        return _member(key, self.found)
+
+    def pairs(self) -> Pairs:
+        if not self.parts:
+            return Pairs.empty()
+        i, j, score = (np.concatenate([getattr(p, f) for p in self.parts]) for f in _FIELDS)
+        order = np.lexsort((j, i))
+        return Pairs(i[order], j[order], score[order])
 
 
-def _ivf_pairs(
-    z: np.ndarray, threshold: float, k: int, max_k: int, nprobe: int, seed: int
-) -> tuple[np.ndarray, ...]:
-    """Each row's ``k`` best neighbours >= threshold among the rows of its ``nprobe``
-    nearest k-means cells over ``z``, compared cell by cell in matrix products (the work of
-    an IVF search, at the speed of BLAS instead of one query at a time)."""
-    n = len(z)
-    cells = _Cells(z, nprobe, seed)
-    rr, cc, _ = cells.join(threshold, k)
+def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys  # type: ignore[no-any-return]
+
+
+def _checked_by_rank(
+    rr: np.ndarray, cc: np.ndarray, bound: np.ndarray, cap: int, check: _Checker
+) -> np.ndarray:
+    """Re-check each row's candidates (``rr`` -> ``cc``, at most ``cap`` per row, by their
+    ``bound``); return the rows whose ``cap`` candidates were all pairs.
+
+    A row with fewer than ``cap`` candidates has every neighbour above the threshold among
+    them: all are re-checked. A row with ``cap`` was cut to its best bounds already (a
+    group larger than ``cap``, or a bound loose for this data: issue #19's isotropic
+    clusters pass the bound with every row of their cell): its candidates are re-checked
+    in order of bound, ``_FIRST_CHECK`` first, and the next ones (twice as many each round)
+    only while every one checked so far was a pair. Bounds rank copies first (a copy's
+    residual is aligned with its original's, so its bound is nearly its cosine), so a row
+    whose best bound is not a pair has no pair further down, and a loose bound costs a
+    few re-checks per row instead of ``cap``."""
+    n = check.rows.n
     counts = np.bincount(rr, minlength=n)
-    full = counts >= k
-    # Rows with k neighbours that pass: a group larger than k, searched again with max_k.
-    # When many rows are full the bound is loose for this data, not the groups large:
-    # asking for more would only multiply false candidates.
+    order = np.lexsort((-bound, rr))
+    rr, cc = rr[order], cc[order]
+    rank = np.arange(len(rr)) - np.searchsorted(rr, rr)
+    alive = np.ones(n, dtype=bool)
+    todo = (counts[rr] < cap) | (rank < _FIRST_CHECK)  # first round: every short row
+    start, width = 0, _FIRST_CHECK
+    while todo.any():
+        ok = check(rr[todo], cc[todo])
+        alive[rr[todo][~ok]] = False
+        start, width = start + width, 2 * width
+        todo = (counts[rr] >= cap) & (rank >= start) & (rank < start + width) & alive[rr]
+    return alive & (counts >= cap)  # type: ignore[no-any-return]
+
+
+def _ivf_search(cells: Cells, check: _Checker, threshold: float, k: int, max_k: int) -> np.ndarray:
+    """Each row's ``k`` best neighbours >= threshold (bounds) among the rows of its
+    ``nprobe`` nearest k-means cells (see :class:`~.cells.Cells`), re-checked by rank;
+    rows whose ``k`` were all pairs are searched again with ``max_k``. Returns the rows
+    still full after that (their pairs are cut)."""
+    n = len(cells.zs)
+    rr, cc, sc = cells.join(threshold, k)
+    full = _checked_by_rank(cells.order[rr], cells.order[cc], sc, k, check)
+    del rr, cc, sc
+    # Rows with k pairs: a group larger than k, searched again with max_k (when few: many
+    # such rows would mean huge groups, and asking for more would multiply the work).
     if max_k > k and 0 < full.sum() <= max(100, n // 100):
-        r2, c2, _ = cells.join(threshold, max_k, only=full)
-        rr, cc = np.concatenate([rr, r2]), np.concatenate([cc, c2])
-    i, j = cells.order[rr], cells.order[cc]
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    key = np.unique(lo * n + hi)
-    return key // n, key % n
+        rr, cc, sc = cells.join(threshold, max_k, only=full[cells.order])
+        full = _checked_by_rank(cells.order[rr], cells.order[cc], sc, max_k, check)
+    return full
 
 
 def recheck(
@@ -401,9 +331,9 @@ def similar_pairs(
         full_below: up to this many rows the full vectors are compared (no projection).
         k: candidates per row: the ``k`` best bounds that pass (exact and IVF search).
         max_k: neighbours searched again for rows whose ``k`` all passed: always up to
-            ``flat_limit`` rows; above it only when such rows are few (at most 1%), else a
-            row's pairs are cut (a group larger than ``k``, or than ``max_k`` anywhere, is
-            then found only partly).
+            ``flat_limit`` rows; above it for rows whose ``k`` candidates all were pairs,
+            when such rows are few (at most 1%), else a row's pairs are cut (a group
+            larger than ``k``, or than ``max_k`` anywhere, is then found only partly).
         nprobe: k-means cells visited per row (above ``flat_limit``).
         seed: sampling seed.
         transform: a centring learned beforehand (overrides ``center``).
@@ -424,12 +354,19 @@ def similar_pairs(
     bound = threshold - 1e-5
     if rows.n <= flat_limit:
         ci, cj = _flat_pairs(z, bound, k, max_k)
+        del z
+        stats.candidates = len(ci)
+        pairs = recheck(rows, transform, ci, cj, threshold)
     else:
         stats.method = "ivf"
-        ci, cj = _ivf_pairs(z, bound, k, max_k, nprobe, seed)
-    del z
-    stats.candidates = len(ci)
-    pairs = recheck(rows, transform, ci, cj, threshold)
+        cells = Cells(z, nprobe, seed)  # holds its own (reordered) copy of z
+        del z
+        check = _Checker(rows, transform, threshold)
+        _ivf_search(cells, check, bound, k, max_k)
+        stats.cells, stats.join_scores = cells.nlist, cells.scores
+        del cells
+        stats.candidates = len(check.checked)
+        pairs = check.pairs()
     stats.pairs = len(pairs)
     return pairs, stats
 
