@@ -7,6 +7,8 @@
     .venv/bin/python bench/bench_duplicates.py scale --n 1000000 --dir /big/folder
     .venv/bin/python bench/bench_duplicates.py scale --direct --n 1000000  # no SQLite copy
     .venv/bin/python bench/bench_duplicates.py small --n 10000    # whole CLI process
+    .venv/bin/python bench/bench_duplicates.py scale --n 1000000 --clusters 2000 --intra 0.4 \
+        --planted 20000 --copy-cos 0.97 --threshold 0.9   # #19: isotropic clusters
 
 ``quality``: the copy-detection set of ``lookalike.demo.samples`` (21 real photos from the
 scikit-image / scikit-learn / matplotlib wheels, each with edited copies), indexed with the
