@@ -142,7 +142,7 @@ def test_cli_masks_the_password_and_fails_in_one_line(pg_url):
     assert done.stderr.startswith("lookalike: error: cannot connect to postgresql://postgres:***@")
     assert len(done.stderr.strip().splitlines()) == 1 and secret not in done.stderr
     done = lookalike("remove", "/nowhere", "--db", url)
-    assert done.returncode == 0 and "removed 0 images" in done.stdout
+    assert done.returncode == 1 and "/nowhere is not indexed" in done.stderr  # #20 item 12
 
 
 @pytest.mark.parametrize("url", ["postgresql://nobody@127.0.0.1:1/photos?connect_timeout=2"])

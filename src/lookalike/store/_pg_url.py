@@ -127,10 +127,18 @@ def mask_url(url: str) -> str:
         return (cut.prefix if cut is not None else url.split("://", 1)[0] + "://") + MASK
     pieces = []
     pos = 0
-    spans = [cut.password] if cut.password is not None and cut.password[1] > cut.password[0] else []
-    spans += [(s, e) for key, _, s, e in _params(url, cut.query) if key in _SECRET_KEYS and e > s]
-    for start, end in sorted(spans):
-        pieces += [url[pos:start], MASK]
+    spans: list[tuple[int, int, str]] = []
+    if cut.password is not None:
+        start, end = cut.password
+        if end > start:
+            spans.append((start, end, MASK))
+        elif start > 0 and url[start - 1] == ":":  # "user:@": no password, shown "user@"
+            spans.append((start - 1, end, ""))
+    spans += [
+        (s, e, MASK) for key, _, s, e in _params(url, cut.query) if key in _SECRET_KEYS and e > s
+    ]
+    for start, end, shown in sorted(spans):
+        pieces += [url[pos:start], shown]
         pos = end
     pieces.append(url[pos:])
     return "".join(pieces)
