@@ -280,13 +280,19 @@ def test_keep_rules():
 
 
 def test_group_to_dict_is_the_contract():
+    # #19 added "verified" to each member (what the second look decided); the rest is #9's.
     g = DuplicateGroup(
-        "/k.jpg", [DuplicateMember("/k.jpg", 1.0, size=3), DuplicateMember("/c.jpg", 0.95)], 0.95
+        "/k.jpg",
+        [DuplicateMember("/k.jpg", 1.0, size=3, verified=True), DuplicateMember("/c.jpg", 0.95)],
+        0.95,
     )
     assert g.to_dict() == {
         "keep": "/k.jpg",
         "min_score": 0.95,
-        "members": [{"path": "/k.jpg", "score": 1.0}, {"path": "/c.jpg", "score": 0.95}],
+        "members": [
+            {"path": "/k.jpg", "score": 1.0, "verified": True},
+            {"path": "/c.jpg", "score": 0.95, "verified": False},
+        ],
     }
 
 

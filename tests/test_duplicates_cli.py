@@ -71,8 +71,12 @@ def test_json_is_exactly_one_object_and_files_are_written(db, tmp_path):
     (g,) = data["groups"]
     assert g["keep"] == files["a"]
     assert g["members"] == [
-        {"path": files["a"], "score": 1.0},
-        {"path": files["a_copy"], "score": pytest.approx(float(E[0] @ unit(E[0] + 0.1 * E[1])))},
+        {"path": files["a"], "score": 1.0, "verified": True},
+        {
+            "path": files["a_copy"],
+            "score": pytest.approx(float(E[0] @ unit(E[0] + 0.1 * E[1]))),
+            "verified": True,  # one colour, half the size: the second look agrees (#19)
+        },
     ]
     assert csv_file.read_text().splitlines()[0].startswith("group,keep,path,score")
     assert "data:image/jpeg;base64," in html_file.read_text()

@@ -216,13 +216,15 @@ def test_json_csv_html_shapes(library):
     assert isinstance(data["seconds"], float)
     g = data["groups"][0]
     assert set(g) == {"keep", "min_score", "members"}
-    assert g["members"][0] == {"path": files["big"], "score": 1.0}
-    assert all(set(m) == {"path", "score"} for m in g["members"])
+    assert g["members"][0] == {"path": files["big"], "score": 1.0, "verified": True}
+    assert all(set(m) == {"path", "score", "verified"} for m in g["members"])
+    # Same colour, other sizes: the second look confirms every copy (#19).
+    assert all(m["verified"] is True for g in data["groups"] for m in g["members"])
     assert all(os.path.isabs(m["path"]) for m in g["members"])
     rows = list(csv.DictReader(io.StringIO(report_csv(report.groups))))
     assert len(rows) == 5
     assert rows[0]["keep"] == "1" and rows[0]["path"] == files["big"]
-    assert rows[0]["width"] == "200" and rows[1]["keep"] == "0"
+    assert rows[0]["width"] == "200" and rows[1]["keep"] == "0" and rows[1]["verified"] == "1"
     page = report_html(report)
     assert page.count("<section class='group'") == 2
     assert page.count("data:image/jpeg;base64,") == 5  # thumbnails inline

@@ -98,6 +98,14 @@ def _usage_if_unsafe(move: Any, *args: Any, **kwargs: Any) -> Any:
     help="Precision the calibration aims for.",
 )
 @click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Give every candidate pair a second look at the pixels before grouping it "
+    "(look-alikes such as letters of one layout are set apart). --no-verify groups on the "
+    "cosine alone: faster, less sure.",
+)
+@click.option(
     "--undo",
     "undo_manifest",
     type=click.Path(dir_okay=False, exists=True),
@@ -119,6 +127,7 @@ def command(
     dry_run: bool,
     recalibrate: bool,
     target_precision: float,
+    verify: bool,
     undo_manifest: str | None,
     no_wait: bool = False,
     **model_opts: Any,
@@ -161,8 +170,8 @@ def command(
             _usage_if_unsafe(idx.move_duplicates, [], move_to, dry_run=True)  # before the search
         if recalibrate:
             cal = idx.calibrate_duplicates(target_precision)
-            out(f"calibrated: {cal.sentence()}")
-        found = idx.duplicate_report(threshold, list(folders) or None, keep)
+            out(f"calibrated: {cal.sentence(verify)}")
+        found = idx.duplicate_report(threshold, list(folders) or None, keep, verify=verify)
         found = dataclasses.replace(found, seconds=time.perf_counter() - started)
         if csv_file:
             with writing("--csv", csv_file), open(csv_file, "w", encoding="utf-8", newline="") as f:

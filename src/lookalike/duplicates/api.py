@@ -126,6 +126,8 @@ def calibrate_index(
             sample=sample,
             seed=seed,
             limits=idx.limits,
+            paths_of=lambda ids: idx.store.paths_for(ids),
+            collection=len(rows),
         )
     finally:
         cache.close()
@@ -150,26 +152,38 @@ class ThresholdChoice:
     threshold: float
     source: str
     calibration: Calibration | None = None
+    second_look: bool = True
 
     def sentence(self) -> str:
-        """The header line of a report: the threshold used and where it came from."""
+        """The header line of a report: the threshold used and where it came from (and,
+        calibrated, what it was measured on)."""
         cal = self.calibration
         if self.source == "given":
-            other = f"; calibrated for this model: {cal.threshold:.2f}" if cal else ""
+            other = (
+                f"; calibrated for this model: {_threshold(cal, self.second_look):.2f}"
+                if cal
+                else ""
+            )
             return f"threshold {self.threshold:.2f} (given{other})"
         if self.source == "calibrated" and cal is not None:
-            return f"threshold {cal.sentence()}"
+            return f"threshold {cal.sentence(self.second_look)}"
         return f"threshold {self.threshold:.2f} (default; not calibrated for this model)"
 
 
 def duplicate_threshold(
-    idx: IndexParts, threshold: float | None = None, calibrate: bool | str = "auto"
+    idx: IndexParts,
+    threshold: float | None = None,
+    calibrate: bool | str = "auto",
+    second_look: bool = True,
 ) -> ThresholdChoice:
     """The threshold a duplicate search on this index uses: ``threshold`` when given;
     else the calibration recorded for the index's model; else, with ``calibrate`` true or
     ``"auto"``, a calibration made now (loading the model) and recorded, so that every
     later caller (``lookalike duplicates``, the web review, the API) finds the same one;
-    else :data:`DEFAULT_THRESHOLD`.
+    else :data:`DEFAULT_THRESHOLD`. A calibration recorded before the second look (#19,
+    look-alikes counted as copies) is replaced the same way, and read until then. With
+    the second look, the calibrated threshold is the cosine from which pairs are looked
+    at; without it (``second_look=False``), the cosine-only one.
 
     Raises:
         ConfigError: a threshold outside (0, 1].
@@ -178,17 +192,17 @@ def duplicate_threshold(
     if threshold is not None:
         if not 0.0 < float(threshold) <= 1.0:
             raise ConfigError(f"threshold must be within (0, 1], got {threshold}")
-        return ThresholdChoice(float(threshold), "given", cal)
-    if cal is not None:
-        return ThresholdChoice(cal.threshold, "calibrated", cal)
+        return ThresholdChoice(float(threshold), "given", cal, second_look)
     # Calibration searches the local vector cache; a server store (PostgreSQL) has none
     # yet, so it uses the default threshold there. Fewer than two images have no copies
     # to find: nothing to calibrate either.
     can = bool(idx.store.get_meta("setup")) and idx.store.count() > 1
-    if can and idx.cache_dir is not None and calibrate in ("auto", True):
+    stale = cal is None or not cal.second_look
+    if stale and can and idx.cache_dir is not None and calibrate in ("auto", True):
         cal = calibrate_index(idx)
-        return ThresholdChoice(cal.threshold, "calibrated", cal)
-    return ThresholdChoice(DEFAULT_THRESHOLD, "default")
+    if cal is not None:
+        return ThresholdChoice(_threshold(cal, second_look), "calibrated", cal, second_look)
+    return ThresholdChoice(DEFAULT_THRESHOLD, "default", None, second_look)
 
 
 def duplicate_report(
@@ -198,23 +212,41 @@ def duplicate_report(
     keep: str | Sequence[str] = DEFAULT_KEEP,
     calibrate: bool | str = "auto",
     center: bool = False,
+    verify: bool = True,
 ) -> DuplicateReport:
     """See :meth:`lookalike.Index.duplicate_report`. ``seconds`` counts a calibration
     made on the way."""
     import time
 
     start = time.perf_counter()
-    choice = duplicate_threshold(idx, threshold, calibrate)
+    choice = duplicate_threshold(idx, threshold, calibrate, verify)
     if isinstance(folders, str | os.PathLike):
         folders = [folders]
     wanted = [form for f in folders for form in path_forms(f)] if folders is not None else None
     report = find_duplicates(
-        idx.store, idx.cache_dir, choice.threshold, folders=wanted, keep=keep, center=center
+        idx.store,
+        idx.cache_dir,
+        choice.threshold,
+        folders=wanted,
+        keep=keep,
+        center=center,
+        verify=verify,
+        undecided_from=_threshold(choice.calibration, False),
+        limits=idx.limits,
     )
     report.threshold_source = choice.source
     report.calibration = choice.calibration
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _threshold(cal: Calibration | None, verify: bool) -> float:
+    """The calibrated threshold for the second look on or off (or the default)."""
+    if cal is None:
+        return DEFAULT_THRESHOLD
+    if not verify and cal.threshold_unverified is not None:
+        return cal.threshold_unverified
+    return cal.threshold
 
 
 def record_moves(idx: IndexParts, moved: list[tuple[str, str]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from .candidates import Pairs, Transform, fit_transform, similar_pairs
 from .grouping import RawGroup, build_groups, one_name_per_file, sort_groups
 from .keep import DEFAULT_KEEP, FileFacts, file_facts, parse_keep, rank_key
 from .rows import ArrayRows, CacheRows, Rows
+from .second_look import LookedPairs, second_look
 from .types import DuplicateGroup, DuplicateMember, DuplicateReport
+from .verify import Verifier
 
 
 def identical_sets(store: Any, ids: np.ndarray) -> list[np.ndarray]:
@@ -87,6 +90,12 @@ class _Source:
             self.cache.close()
 
 
+@dataclass(frozen=True)
+class _Look:
+    verifier: Verifier
+    undecided_from: float
+
+
 def find_duplicates(
     store: Any,
     cache_dir: Path | None,
@@ -96,17 +105,26 @@ def find_duplicates(
     keep: str | Sequence[str] = DEFAULT_KEEP,
     center: bool = False,
     facts: dict[str, FileFacts] | None = None,
+    verify: bool = True,
+    undecided_from: float | None = None,
+    limits: Any = None,
 ) -> DuplicateReport:
     """Every group of copies among the stored images.
 
     Args:
         store: the index's store.
         cache_dir: its vector cache folder (``None``: vectors are read into memory).
-        threshold: cosine from which two images are copies, in (0, 1].
+        threshold: cosine from which two images are candidate copies, in (0, 1].
         folders: only images below these folders (absolute, ``os.fsencode`` form).
         keep: the keep rule (see :mod:`lookalike.duplicates.keep`).
         center: mean-centre the vectors before comparing.
         facts: known file facts by path (tests); others are read from the files.
+        verify: give every candidate pair the second look
+            (:mod:`~lookalike.duplicates.second_look`) before grouping; ``False`` groups
+            on the cosine alone.
+        undecided_from: cosine from which a pair the second look cannot decide (a file
+            missing or unreadable) is kept; default: ``threshold``.
+        limits: decode limits for the second look.
 
     Raises:
         ConfigError: a threshold outside (0, 1] or a bad keep rule.
@@ -122,17 +140,24 @@ def find_duplicates(
         same = [source.positions(s) for s in identical_sets(store, source.sorted_ids)]
         transform = fit_transform(source.rows, center)
         pairs, stats = similar_pairs(source.rows, threshold, transform=transform)
-        groups = _assemble(store, source, pairs, same, rule, facts or {}, transform)
+        look = _Look(Verifier(limits), max(threshold, undecided_from or 0.0)) if verify else None
+        groups, looked = _assemble(store, source, pairs, same, rule, facts or {}, transform, look)
     finally:
         source.close()
-    return DuplicateReport(
+    report = DuplicateReport(
         threshold=float(threshold),
         images=n,
         seconds=time.perf_counter() - t0,
         groups=groups,
         candidate_pairs=stats.candidates,
         method=stats.method,
+        second_look=verify,
     )
+    if looked is not None:
+        report.looked, report.rejected = looked.looked, looked.rejected
+        report.undecided, report.passed_over = looked.undecided, looked.passed_over
+        report.look_seconds = looked.seconds
+    return report
 
 
 def _assemble(
@@ -143,10 +168,11 @@ def _assemble(
     rule: Sequence[str],
     known: dict[str, FileFacts],
     transform: Transform,
-) -> list[DuplicateGroup]:
+    look: _Look | None,
+) -> tuple[list[DuplicateGroup], LookedPairs | None]:
     involved = np.unique(np.concatenate([pairs.i, pairs.j, *same]))
     if len(involved) == 0:
-        return []
+        return [], None
     paths = store.paths_for(source.ids[involved].tolist())
     by_pos: dict[int, FileFacts] = {}
     for pos in involved.tolist():
@@ -164,6 +190,19 @@ def _assemble(
         pairs = Pairs(pairs.i[keep], pairs.j[keep], pairs.score[keep])
         same = [s[~np.isin(s, list(gone))] for s in same]
         same = [s for s in same if len(s) > 1]
+    node = np.arange(source.rows.n, dtype=np.int64)  # byte-identical files: one node
+    for s in same:
+        node[s] = s.min()
+    looked = None
+    if look is not None:
+        looked = second_look(
+            pairs,
+            lambda pos: by_pos[pos].path,
+            node=node,
+            verifier=look.verifier,
+            undecided_from=look.undecided_from,
+        )
+        pairs = looked.pairs
     raw_groups = build_groups(
         source.rows.n,
         pairs,
@@ -171,13 +210,20 @@ def _assemble(
         rank=lambda pos: key(by_pos[pos]),
         vectors=lambda pos: transform(source.rows.gather(pos)),
     )
-    return sort_groups([_group(g, by_pos) for g in raw_groups])
+    verified = looked.verified if looked is not None else set()
+    groups = [_group(g, by_pos, node, verified) for g in raw_groups]
+    return sort_groups(groups), looked
 
 
-def _group(g: RawGroup, facts: dict[int, FileFacts]) -> DuplicateGroup:
+def _group(
+    g: RawGroup, facts: dict[int, FileFacts], node: np.ndarray, verified: set[tuple[int, int]]
+) -> DuplicateGroup:
     members = []
-    for pos, score, same in zip(g.members, g.scores, g.identical, strict=True):
+    kept = int(node[g.members[0]])
+    for k, (pos, score, same) in enumerate(zip(g.members, g.scores, g.identical, strict=True)):
         f = facts[pos]
+        other = int(node[pos])
+        pair = (min(kept, other), max(kept, other))
         members.append(
             DuplicateMember(
                 path=f.path,
@@ -190,6 +236,7 @@ def _group(g: RawGroup, facts: dict[int, FileFacts]) -> DuplicateGroup:
                 dev=f.dev,
                 ino=f.ino,
                 mtime_ns=f.mtime_ns,
+                verified=k == 0 or same or other == kept or pair in verified,
             )
         )
     return DuplicateGroup(members[0].path, members, round(float(g.min_score), 6))

@@ -38,7 +38,8 @@ def _resolution(width: int, height: int) -> str:
 
 
 def report_json(report: DuplicateReport) -> str:
-    """``{"threshold", "images", "seconds", "groups": [{"keep", "min_score", "members"}]}``."""
+    """``{"threshold", "images", "seconds", "groups": [{"keep", "min_score", "members"}]}``;
+    each member ``{"path", "score", "verified"}``."""
     data = report.to_dict()
     for g in data["groups"]:
         g["keep"] = _safe(g["keep"])
@@ -56,7 +57,8 @@ def threshold_line(report: DuplicateReport, *, calibration: bool = True) -> str:
     from .api import ThresholdChoice
 
     cal = report.calibration if calibration else None
-    return ThresholdChoice(report.threshold, report.threshold_source, cal).sentence()
+    choice = ThresholdChoice(report.threshold, report.threshold_source, cal, report.second_look)
+    return choice.sentence()
 
 
 def summary_line(report: DuplicateReport) -> str:
@@ -76,19 +78,42 @@ def report_lines(report: DuplicateReport, *, calibration_line: bool = True) -> l
     """The readable list: one block per group, the kept file marked ``keep``."""
     lines = [threshold_line(report, calibration=calibration_line)]
     lines.append(summary_line(report))
+    lines.append(look_line(report))
     for n, g in enumerate(report.groups, 1):
         lines.append("")
         lines.append(f"group {n}: {len(g.members)} files, min score {g.min_score:.3f}")
         for i, m in enumerate(g.members):
             mark = "keep" if i == 0 else f"{m.score:.3f}"
+            sure = " " if i == 0 or m.verified else "?"
             lines.append(
-                f"  {mark:>5}  {_resolution(m.width, m.height):>11}  {_size(m.size):>9}  "
+                f"  {mark:>5}{sure} {_resolution(m.width, m.height):>11}  {_size(m.size):>9}  "
                 f"{_safe(m.path)}"
             )
+    if any(not m.verified for g in report.groups for m in g.members):
+        lines.append("")
+        lines.append("? = grouped on the cosine alone, not confirmed by the second look")
     return lines
 
 
-CSV_COLUMNS = ("group", "keep", "path", "score", "min_score", "size", "width", "height")
+def look_line(report: DuplicateReport) -> str:
+    """What the second look did (or that it was off)."""
+    if not report.second_look:
+        return "second look: off (--no-verify): groups rest on the cosine alone"
+    line = (
+        f"second look: {report.looked} candidate pairs looked at, "
+        f"{report.looked - report.rejected} copies, {report.rejected} look-alikes set apart "
+        f"({report.look_seconds:.1f} s)"
+    )
+    if report.undecided:
+        line += f"; {report.undecided} pairs with a file it could not read"
+    if report.passed_over:
+        line += f"; {report.passed_over} pairs passed over (images with many look-alikes)"
+    return line
+
+
+CSV_COLUMNS = (
+    "group", "keep", "path", "score", "min_score", "size", "width", "height", "verified",
+)  # fmt: skip
 
 
 def report_csv(groups: Sequence[DuplicateGroup]) -> str:
@@ -99,7 +124,7 @@ def report_csv(groups: Sequence[DuplicateGroup]) -> str:
     for n, g in enumerate(groups, 1):
         for i, m in enumerate(g.members):
             row = [n, int(i == 0), _safe(m.path), f"{m.score:.6f}", f"{g.min_score:.6f}"]
-            writer.writerow([*row, m.size, m.width, m.height])
+            writer.writerow([*row, m.size, m.width, m.height, int(m.verified)])
     return buf.getvalue()
 
 
@@ -126,7 +151,7 @@ figure{margin:0;width:180px;padding:6px;border:2px solid #ddd;border-radius:4px}
 figure.keep{border-color:#2a8a2a;background:#eef8ee}
 figure img{max-width:168px;max-height:168px;display:block;margin:auto}
 figcaption{font-size:.8em;word-break:break-all}
-.badge{font-weight:bold;color:#2a8a2a}.nopreview{height:80px;background:#eee;
+.badge{font-weight:bold;color:#2a8a2a}.unsure{font-weight:bold;color:#b06000}.nopreview{height:80px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#888}
 """
 
@@ -142,7 +167,8 @@ def report_html(report: DuplicateReport, *, thumbnails: bool = True, max_side: i
         f"<style>{_STYLE}</style></head><body>",
         "<h1>Duplicate groups</h1>",
         f"<p class='meta' data-threshold='{report.threshold}'>threshold {e(head)}; "
-        f"{_n(len(report.groups), 'group')} among {_n(report.images, 'image')}</p>",
+        f"{_n(len(report.groups), 'group')} among {_n(report.images, 'image')}; "
+        f"{e(look_line(report))}</p>",
     ]
     for n, g in enumerate(report.groups, 1):
         parts.append(
@@ -159,9 +185,12 @@ def report_html(report: DuplicateReport, *, thumbnails: bool = True, max_side: i
                 else "<div class='nopreview'>no preview</div>"
             )
             badge = "<span class='badge'>KEEP</span> " if i == 0 else ""
+            if i and not m.verified:
+                badge = "<span class='unsure'>not verified</span> "
             parts.append(
                 f"<figure class='{'keep' if i == 0 else 'copy'}' data-path='{e(shown)}' "
-                f"data-score='{m.score}'>{img}<figcaption>{badge}"
+                f"data-score='{m.score}' data-verified='{int(m.verified)}'>{img}"
+                f"<figcaption>{badge}"
                 f"score {m.score:.3f}<br>{_resolution(m.width, m.height)}, {_size(m.size)}"
                 f"<br>{e(shown)}</figcaption></figure>"
             )

@@ -56,25 +56,32 @@ class Copies:
         folders: Folders,
         keep: str | Sequence[str],
         calibrate: bool | str,
+        verify: bool = True,
     ) -> DuplicateReport:
         """See :meth:`lookalike.Index.duplicate_report`. Every member of a group is at least
         ``threshold`` similar to the kept file (groups never chain); a file is in at most one
         group; byte-identical files are always grouped. ``threshold`` defaults to the
         recorded calibration, else 0.90; ``calibrate="auto"`` calibrates once (loading the
         model) when there is neither; ``keep`` criteria: ``resolution``, ``size``,
-        ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``, ``path``."""
+        ``smallest``, ``oldest``, ``newest``, ``shortest-path``, ``longest-path``, ``path``.
+        ``verify`` gives every candidate pair a second look at the pixels before it joins a
+        group (:mod:`lookalike.duplicates.verify`): look-alikes (letters of one layout,
+        tiles of one texture) are set apart, copies kept and marked ``verified``; ``False``
+        groups on the cosine alone with the calibrated cosine-only threshold."""
         from ..duplicates.api import duplicate_report
 
-        return duplicate_report(self.parts(), threshold, folders, keep, calibrate)
+        return duplicate_report(self.parts(), threshold, folders, keep, calibrate, verify=verify)
 
-    def threshold(self, threshold: float | None, calibrate: bool | str) -> ThresholdChoice:
+    def threshold(
+        self, threshold: float | None, calibrate: bool | str, verify: bool = True
+    ) -> ThresholdChoice:
         """See :meth:`lookalike.Index.duplicate_threshold`: ``threshold`` when given; else the
         calibration recorded for the index's model; else (``calibrate`` ``"auto"``/true, a
         SQLite index with images) one made now and recorded, so the CLI, the web review and
         the API all use the same one; else 0.90."""
         from ..duplicates.api import duplicate_threshold
 
-        return duplicate_threshold(self.parts(), threshold, calibrate)
+        return duplicate_threshold(self.parts(), threshold, calibrate, verify)
 
     def calibrate(self, target_precision: float, sample: int, seed: int) -> Calibration:
         """See :meth:`lookalike.Index.calibrate_duplicates`. Loads the model; ``sample``

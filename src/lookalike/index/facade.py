@@ -251,6 +251,7 @@ class Index:
     def duplicates(
         self, threshold: float | None = None, folders: Folders = None,
         keep: str | Sequence[str] = "resolution,size,oldest", *, calibrate: bool | str = "auto",
+        verify: bool = True,
     ) -> list[DuplicateGroup]:  # fmt: skip
         """The groups of copies among the indexed images, largest first; the arguments are
         those of :meth:`duplicate_report`.
@@ -259,18 +260,22 @@ class Index:
             >>> for g in idx.duplicates(keep="resolution,oldest"):  # doctest: +SKIP
             ...     print(g.keep, [m.path for m in g.others])
         """
-        return self.duplicate_report(threshold, folders, keep, calibrate=calibrate).groups
+        return self.duplicate_report(
+            threshold, folders, keep, calibrate=calibrate, verify=verify
+        ).groups
 
     def duplicate_report(
         self, threshold: float | None = None, folders: Folders = None,
         keep: str | Sequence[str] = "resolution,size,oldest", *, calibrate: bool | str = "auto",
+        verify: bool = True,
     ) -> DuplicateReport:  # fmt: skip
         """The duplicate groups with the threshold used, the image count and the time taken.
 
         ``threshold`` defaults to :meth:`duplicate_threshold`'s (one rule for every caller);
-        ``keep`` lists which file stays, criteria in order (README, "Near-duplicates").
+        ``keep`` lists which file stays, criteria in order (README, "Duplicates");
+        ``verify=False`` skips the second look at each candidate pair (#19, README).
         """
-        return self._copies.report(threshold, folders, keep, calibrate)
+        return self._copies.report(threshold, folders, keep, calibrate, verify)
 
     def calibrate_duplicates(
         self, target_precision: float = 0.95, *, sample: int = 60, seed: int = 0
@@ -280,11 +285,13 @@ class Index:
         return self._copies.calibrate(target_precision, sample, seed)
 
     def duplicate_threshold(
-        self, threshold: float | None = None, *, calibrate: bool | str = "auto"
-    ) -> ThresholdChoice:
+        self, threshold: float | None = None, *, calibrate: bool | str = "auto",
+        verify: bool = True,
+    ) -> ThresholdChoice:  # fmt: skip
         """The duplicate threshold :meth:`duplicate_report` uses and where it comes from:
-        given, else recorded for the model, else calibrated now (``calibrate``), else 0.90."""
-        return self._copies.threshold(threshold, calibrate)
+        given, else recorded for the model, else calibrated now (``calibrate``), else 0.90
+        (with ``verify``: the cosine from which pairs get the second look)."""
+        return self._copies.threshold(threshold, calibrate, verify)
 
     def duplicate_calibration(self) -> Calibration | None:
         """The calibration recorded for this index's model, or ``None``."""

@@ -294,6 +294,7 @@ class Library:
                         "width": getattr(m, "width", 0),
                         "height": getattr(m, "height", 0),
                         "keep": m.path == g.keep,
+                        "verified": bool(getattr(m, "verified", False)),
                     }
                 )
             out.append({"keep": shown(g.keep), "min_score": float(g.min_score), "members": members})

@@ -1,0 +1,104 @@
+"""Which candidate pairs get the second look (:mod:`~lookalike.duplicates.verify`), and
+what becomes of them, before any group is built.
+
+The vectors propose pairs at or above the threshold; each is looked at, most similar
+first, and kept only when the second look confirms a copy. A pair the second look cannot
+decide (a file missing or unreadable: an index of vectors only, a file deleted since) is
+kept on its cosine alone when that reaches ``undecided_from`` (the cosine-only threshold),
+and reported as not verified.
+
+Cost is bounded per image: once an image has had :data:`REJECTS_PER_IMAGE` of its pairs
+turned down (a letter among hundreds of letters in its layout), its remaining pairs are
+not looked at, unless the other image still has looks left. So a collection of look-alikes
+costs at most that many looks per image, and a real group of copies is looked at whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .candidates import Pairs
+from .verify import Verifier
+
+#: Pairs an image may have turned down before its remaining pairs are passed over.
+REJECTS_PER_IMAGE = 24
+
+
+@dataclass
+class LookedPairs:
+    """The candidate pairs after the second look.
+
+    Attributes:
+        pairs: the pairs kept (copies, and undecided pairs above ``undecided_from``).
+        verified: ``(a, b)`` keys (``a < b``, group nodes) the second look confirmed.
+        looked: pairs looked at.
+        rejected: pairs the second look found to be distinct images.
+        undecided: pairs it could not decide (a file unreadable).
+        passed_over: pairs not looked at (both images over their budget).
+        seconds: wall time.
+    """
+
+    pairs: Pairs
+    verified: set[tuple[int, int]] = field(default_factory=set)
+    looked: int = 0
+    rejected: int = 0
+    undecided: int = 0
+    passed_over: int = 0
+    seconds: float = 0.0
+
+
+def second_look(
+    pairs: Pairs,
+    path_of: Callable[[int], str],
+    *,
+    node: np.ndarray,
+    undecided_from: float,
+    verifier: Verifier,
+    budget: int = REJECTS_PER_IMAGE,
+) -> LookedPairs:
+    """Look at every candidate pair (see the module docstring).
+
+    Args:
+        pairs: candidate pairs by position, with their cosines.
+        path_of: position -> file path.
+        node: int64 ``(n,)``: each position's group node (byte-identical files share one;
+            their pairs are kept as they are, the grouping merges them).
+        undecided_from: cosine from which a pair the second look cannot decide is kept.
+        verifier: the second look (holds a small cache of prepared images).
+        budget: rejections per image before its pairs are passed over.
+    """
+    t0 = time.perf_counter()
+    out = LookedPairs(Pairs.empty())
+    if len(pairs) == 0:
+        return out
+    keep = np.zeros(len(pairs), dtype=bool)
+    rejects: dict[int, int] = {}
+    for k in np.argsort(-pairs.score, kind="stable").tolist():
+        i, j = int(pairs.i[k]), int(pairs.j[k])
+        a, b = int(node[i]), int(node[j])
+        if a == b:
+            keep[k] = True
+            continue
+        if rejects.get(a, 0) >= budget and rejects.get(b, 0) >= budget:
+            out.passed_over += 1
+            continue
+        verdict = verifier.verdict(path_of(i), path_of(j))
+        if verdict.copy is None:
+            out.undecided += 1
+            keep[k] = float(pairs.score[k]) >= undecided_from
+            continue
+        out.looked += 1
+        if verdict.copy:
+            keep[k] = True
+            out.verified.add((min(a, b), max(a, b)))
+        else:
+            out.rejected += 1
+            rejects[a] = rejects.get(a, 0) + 1
+            rejects[b] = rejects.get(b, 0) + 1
+    out.pairs = Pairs(pairs.i[keep], pairs.j[keep], pairs.score[keep])
+    out.seconds = time.perf_counter() - t0
+    return out

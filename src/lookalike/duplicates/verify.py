@@ -1,0 +1,380 @@
+"""A second, finer look at a candidate pair: the same capture, edited, or two look-alikes?
+
+Global CNN vectors place distinct images of one kind very close together: letters in one
+layout, tiles of one texture, objects shot on one table (cosines of 0.9-0.99, above many
+real copies). The vectors *propose* pairs; this look *disposes*, on the pixels:
+
+1. **Same framing first.** Both images are brought to one size (and mirrored) and
+   compared as they are: a re-saved, resized, recoloured, captioned or mirrored copy is
+   settled here, without any feature matching.
+2. **Else geometry.** Local features (OpenCV ORB) of both images, the second one also
+   mirrored, are matched under a homography (``USAC_MAGSAC``, OpenCV's robust estimator).
+   Crops, turns and rescales are found here. (SIFT was measured too: on the copy set it
+   found 4 more of 1,911 copy pairs than ORB, at 5-10 times the cost.)
+3. **Then content, aligned.** The second image is warped onto the first with that
+   geometry and both are compared in 8-pixel tiles over their overlap, at the smaller
+   image's own size at most: a textured tile agrees when its normalised
+   cross-correlation reaches :data:`NCC` (brightness, contrast and grey edits do not
+   change it). Geometry alone is not enough - two letters of one layout share their
+   letterhead and line positions (dozens of inliers) - but once aligned their body text
+   differs tile after tile; two objects shot on one table agree on the table and differ
+   in one large patch in the middle, where a caption's disagreement is thin lines.
+
+A pair is a copy when at least :data:`MIN_AGREE` of the textured tiles agree, no
+connected patch of disagreeing tiles is larger than :data:`MAX_BLOB` of them, and (for a
+geometry found by features) the overlap covers at least :data:`MIN_COVER` of one image.
+Nearly flat images (a solid colour, a smooth texture) are judged by their tiles'
+brightness instead. The values were chosen on the look-alike and copy sets of
+``tests/lookalikes.py`` (see BENCHMARKS.md, #19). Files are read with the project's own
+decoder and limits (regular files only, the pixel limit checked before decoding, JPEGs
+decoded at a reduced scale); a file that cannot be read leaves the pair undecided
+(``None``), never a copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Longer side, in pixels, both images are brought to for features (small ones enlarged).
+SIDE = 512
+#: Longer side of the aligned comparison (at most the smaller image's own), and its tiles.
+COMPARE = 384
+TILE = 8
+#: Tiles whose standard deviation (grey levels) is below this are flat.
+FLAT = 4.0
+#: A textured tile agrees when its normalised cross-correlation reaches this.
+NCC = 0.6
+#: With fewer textured tiles than this, flat tiles count too (by brightness, within this).
+MIN_TEXTURED = 12
+FLAT_TOL = 14.0
+FLAT_WEIGHT = 0.25
+#: A copy: at least this share of informative tiles agree ...
+MIN_AGREE = 0.6
+#: ... no connected patch of disagreeing tiles larger than this share ...
+MAX_BLOB = 0.10
+#: ... and the overlap covers this share of one of the images (geometry found by features).
+MIN_COVER = 0.5
+#: Fewest homography inliers worth aligning on.
+MIN_INLIERS = 10
+#: ORB features per image.
+FEATURES = 1000
+_CACHE = 64
+
+
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - the extra is missing
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            "the second look at duplicate pairs needs OpenCV: pip install "
+            "'lookalike[verify]' (opencv-python-headless), or pass --no-verify"
+        ) from e
+    return cv2
+
+
+@dataclass
+class Look:
+    """One image prepared for comparison.
+
+    Attributes:
+        grey: uint8 ``(h, w)``, the longer side :data:`SIDE` pixels.
+        native: the longer side of the image as decoded (a small image is enlarged to
+            ``SIDE`` for features, but compared at its own size at most).
+        features: ``mirrored -> (points float32 (n, 2), ORB descriptors)``, made on use.
+        sizes: ``longer side -> grey`` at that size, made on use.
+    """
+
+    grey: np.ndarray
+    native: int
+    features: dict[bool, tuple[np.ndarray, Any]] = field(default_factory=dict)
+    sizes: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def at(self, side: int) -> np.ndarray:
+        """``grey`` with its longer side ``side`` pixels."""
+        if side not in self.sizes:
+            self.sizes[side] = _resize_to(self.grey, side)
+        return self.sizes[side]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the second look saw.
+
+    Attributes:
+        copy: the same capture (``None``: a file could not be read).
+        agree: share of informative tiles that agree once aligned (0 without geometry).
+        cover: share of the smaller image the overlap covers.
+        inliers: matched features consistent with the geometry (0: same framing used).
+        mirrored: the second image is a mirror image of the first.
+        how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry) or ``"unreadable"``.
+        blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
+    """
+
+    copy: bool | None
+    agree: float = 0.0
+    cover: float = 0.0
+    inliers: int = 0
+    mirrored: bool = False
+    how: str = "none"
+    blob: float = 1.0
+
+
+def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
+    cv2 = _cv2()
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    inter = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, size, interpolation=inter)  # type: ignore[no-any-return]
+
+
+def prepare(rgb: Any) -> Look:
+    """A :class:`Look` at an RGB Pillow image or ``(h, w, 3)`` uint8 array."""
+    arr = np.asarray(rgb.convert("L")) if hasattr(rgb, "convert") else np.asarray(rgb)
+    if arr.ndim == 3:
+        arr = (arr[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    grey = _resize_to(np.ascontiguousarray(arr, dtype=np.uint8), SIDE)
+    return Look(grey, max(arr.shape[:2]))
+
+
+def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
+    """Read and prepare one file with the project's decoder; ``None`` when it cannot."""
+    from ..decode import DecodeFailure, DecodeLimits, open_rgb, read_file
+
+    limits = limits or DecodeLimits()
+    try:
+        data = read_file(path, max_file_bytes=limits.max_file_bytes)
+        return prepare(open_rgb(data, limits=limits, draft_to=(SIDE, SIDE)))
+    except (DecodeFailure, OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ aligned content
+def _tiles(img: np.ndarray, ny: int, nx: int) -> np.ndarray:
+    return img[: ny * TILE, : nx * TILE].reshape(ny, TILE, nx, TILE).swapaxes(1, 2)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How two aligned images compare, tile by tile.
+
+    Attributes:
+        share: share of the informative tiles that agree (textured tiles alone when there
+            are at least :data:`MIN_TEXTURED`; otherwise flat tiles count a quarter each).
+        blob: the largest connected patch of disagreeing textured tiles, as a share of the
+            informative tiles (another object in the middle; not a caption's thin lines).
+        tiles: informative tiles compared.
+    """
+
+    share: float
+    blob: float
+    tiles: int
+
+    @property
+    def copy(self) -> bool:
+        return self.share >= MIN_AGREE and self.blob <= MAX_BLOB and self.tiles > 0
+
+
+def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
+    """Compare aligned ``a`` and ``b`` tile by tile (see :class:`Agreement`).
+
+    Args:
+        a, b: float32 ``(h, w)`` grey images on one grid.
+        mask: bool ``(h, w)``, where ``b`` has pixels.
+    """
+    ny, nx = a.shape[0] // TILE, a.shape[1] // TILE
+    covered = _tiles(mask, ny, nx).reshape(ny * nx, -1).mean(axis=1) >= 0.95
+    if ny == 0 or nx == 0 or not covered.any():
+        return Agreement(0.0, 1.0, 0)
+    ta = _tiles(a, ny, nx).reshape(ny * nx, -1)[covered]
+    tb = _tiles(b, ny, nx).reshape(ny * nx, -1)[covered]
+    ma, mb = ta.mean(axis=1), tb.mean(axis=1)
+    sa, sb = ta.std(axis=1), tb.std(axis=1)
+    flat = (sa < FLAT) & (sb < FLAT)
+    ncc = ((ta - ma[:, None]) * (tb - mb[:, None])).mean(axis=1) / np.maximum(sa * sb, 1e-6)
+    agree = (sa >= FLAT) & (sb >= FLAT) & (ncc >= NCC)  # a tile textured in one only: differs
+    if (~flat).sum() >= MIN_TEXTURED:
+        # Enough texture to judge by: flat tiles are left out (blank paper agrees on every
+        # letter, a smooth sky on every photo of the sky).
+        weight = np.where(flat, 0.0, 1.0)
+    else:
+        # Little texture (a flat image, a smooth tile): flat tiles decide, by brightness
+        # (after the edit's gain and offset, when the brightness varies enough to fit one).
+        gain, offset = 1.0, 0.0
+        if mb.std() > 2 * FLAT_TOL:
+            design = np.stack([mb, np.ones_like(mb)], axis=1)
+            (gain, offset), *_ = np.linalg.lstsq(design, ma, rcond=None)
+        agree |= flat & (np.abs(ma - (gain * mb + offset)) <= FLAT_TOL)
+        weight = np.where(flat, FLAT_WEIGHT, 1.0)
+    share = float((agree * weight).sum() / weight.sum())
+    grid = np.zeros(ny * nx, np.uint8)
+    grid[np.flatnonzero(covered)] = ~agree & ~flat
+    count, labels = _cv2().connectedComponents(grid.reshape(ny, nx), connectivity=4)
+    biggest = np.bincount(labels.ravel(), minlength=count)[1:].max() if count > 1 else 0
+    return Agreement(share, float(biggest) / len(ta), len(ta))
+
+
+def _scale(side_from: np.ndarray, side_to: np.ndarray) -> np.ndarray:
+    s = max(side_to.shape) / max(side_from.shape)
+    return np.diag([s, s, 1.0])
+
+
+def _compare(a: Look, b: Look, h: np.ndarray) -> tuple[Agreement, float]:
+    """``(agreement, cover)`` once ``b`` is warped onto ``a`` by ``h`` (``b.grey`` ->
+    ``a.grey`` pixel coordinates), at the smaller image's own size at most (detail one of
+    them never had cannot agree)."""
+    cv2 = _cv2()
+    side = max(4 * TILE, min(COMPARE, a.native, b.native))
+    small_a, small_b = a.at(side), b.at(side)
+    m = _scale(a.grey, small_a) @ h @ np.linalg.inv(_scale(b.grey, small_b))
+    size = (small_a.shape[1], small_a.shape[0])
+    warped = cv2.warpPerspective(small_b, m, size, flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(
+        np.full(small_b.shape, 255, np.uint8), m, size, flags=cv2.INTER_NEAREST
+    )
+    mask = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
+    hb, wb = small_b.shape
+    corners = np.array([[0, 0], [wb, 0], [wb, hb], [0, hb]], np.float32).reshape(-1, 1, 2)
+    projected = cv2.perspectiveTransform(corners, m).reshape(-1, 2)
+    area_b = abs(float(cv2.contourArea(projected)))
+    overlap = float(mask.sum())
+    cover = max(overlap / mask.size, overlap / area_b if area_b > 0 else 0.0)
+    found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
+    return found, min(1.0, cover)
+
+
+# ------------------------------------------------------------------ geometry
+_LOCAL = threading.local()
+
+
+def _orb() -> Any:
+    """This thread's ORB detector (OpenCV objects are not shared between threads)."""
+    if not hasattr(_LOCAL, "orb"):
+        _LOCAL.orb = _cv2().ORB_create(nfeatures=FEATURES, fastThreshold=5)
+    return _LOCAL.orb
+
+
+def _features(look: Look, mirrored: bool) -> tuple[np.ndarray, Any]:
+    if mirrored not in look.features:
+        img = np.ascontiguousarray(look.grey[:, ::-1]) if mirrored else look.grey
+        kps, desc = _orb().detectAndCompute(img, None)
+        pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+        if mirrored:
+            pts[:, 0] = img.shape[1] - 1 - pts[:, 0]
+        look.features[mirrored] = (pts, desc)
+    return look.features[mirrored]
+
+
+def _homography(a: Look, b: Look, mirrored: bool) -> tuple[np.ndarray | None, int]:
+    """The homography taking ``b``'s pixels onto ``a``'s, and its inlier count."""
+    cv2 = _cv2()
+    pa, da = _features(a, False)
+    pb, db = _features(b, mirrored)
+    if da is None or db is None or len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
+        return None, 0
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(db, da, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    if len(good) < MIN_INLIERS:
+        return None, 0
+    src = pb[[g.queryIdx for g in good]]
+    dst = pa[[g.trainIdx for g in good]]
+    h, inliers = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 4.0)
+    count = int(inliers.sum()) if inliers is not None else 0
+    if h is None or count < MIN_INLIERS or not _plausible(h, b.grey.shape, mirrored):
+        return None, count
+    return h, count
+
+
+def _plausible(h: np.ndarray, shape: tuple[int, ...], mirrored: bool) -> bool:
+    """A geometry an edit can make: orientation kept (reversed for a mirror image), scale
+    within 1/8-8, little perspective (a folded warp is a coincidence of matches)."""
+    det = float(np.linalg.det(h[:2, :2])) * (-1 if mirrored else 1)
+    if not (1 / 64 <= det <= 64):
+        return False
+    hh, ww = shape
+    return abs(h[2, 0]) * ww + abs(h[2, 1]) * hh < 0.5
+
+
+def _framing(a: Look, b: Look, mirrored: bool) -> np.ndarray:
+    """The geometry of "same picture, other size" (optionally mirrored)."""
+    ha, wa = a.grey.shape
+    hb, wb = b.grey.shape
+    flip = np.array([[-1.0, 0, wb - 1], [0, 1, 0], [0, 0, 1]]) if mirrored else np.eye(3)
+    return np.diag([wa / wb, ha / hb, 1.0]) @ flip  # type: ignore[no-any-return]
+
+
+def compare_looks(a: Look, b: Look) -> Verdict:
+    """Whether ``a`` and ``b`` show the same capture (see the module docstring)."""
+    ha, wa = a.grey.shape
+    hb, wb = b.grey.shape
+    best = Verdict(False, how="none")
+    tries: list[tuple[str, bool]] = []
+    if abs(np.log((wa / ha) / (wb / hb))) < 0.08:  # one aspect ratio: try as they are
+        tries += [("framing", False), ("framing", True)]
+    tries += [("orb", False), ("orb", True)]
+    for how, mirrored in tries:
+        inliers = 0
+        if how == "framing":
+            h: np.ndarray | None = _framing(a, b, mirrored)
+        else:
+            h, inliers = _homography(a, b, mirrored)
+        if h is None:
+            continue
+        found, cover = _compare(a, b, h)
+        copy = found.copy and (how == "framing" or cover >= MIN_COVER)
+        verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
+        if copy:
+            return verdict
+        if verdict.agree > best.agree:
+            best = verdict
+    return best
+
+
+class Verifier:
+    """Second looks at pairs of files, each file read and prepared once (a small cache).
+
+    Args:
+        limits: decode limits (``None``: the defaults).
+        load: path -> :class:`Look` or ``None`` (default: :func:`look_at_file`).
+    """
+
+    def __init__(
+        self, limits: Any = None, load: Callable[[str | bytes], Look | None] | None = None
+    ) -> None:
+        self._load = load or (lambda p: look_at_file(p, limits))
+        self._cache: OrderedDict[str | bytes, Look | None] = OrderedDict()
+        self.looked = 0
+
+    def remember(self, path: str | bytes, look: Look) -> None:
+        """Use ``look`` for ``path`` (an image already decoded elsewhere)."""
+        self._cache[path] = look
+        if len(self._cache) > _CACHE:
+            self._cache.popitem(last=False)
+
+    def look(self, path: str | bytes) -> Look | None:
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        found = self._load(path)
+        self._cache[path] = found
+        if len(self._cache) > _CACHE:
+            self._cache.popitem(last=False)
+        return found
+
+    def verdict(self, a: str | bytes, b: str | bytes) -> Verdict:
+        la, lb = self.look(a), self.look(b)
+        if la is None or lb is None:
+            return Verdict(None, how="unreadable")
+        self.looked += 1
+        return compare_looks(la, lb)
+
+    def many(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+        return [self.verdict(a, b) for a, b in pairs]

@@ -1,0 +1,131 @@
+"""The second look at a candidate pair (#19): copies confirmed, look-alikes set apart, on
+generated images (``tests/lookalikes.py``) and real sample photos; files read safely; the
+cost bounded per image. No model here (see ``test_duplicates_lookalikes.py``)."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import lookalikes
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from lookalike.demo.samples import EDITS, load_originals
+from lookalike.duplicates.candidates import Pairs
+from lookalike.duplicates.second_look import second_look
+from lookalike.duplicates.verify import Verifier, compare_looks, prepare
+
+
+def same(a: Image.Image, b: Image.Image) -> bool | None:
+    return compare_looks(prepare(a), prepare(b)).copy
+
+
+@pytest.fixture(scope="module")
+def letters():
+    return lookalikes.letters(n=4, copies=1)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return load_originals(["chelsea", "coffee", "astronaut", "rocket"])
+
+
+def test_letters_of_one_layout_differ_once_aligned(letters):
+    im = letters.images
+    # The same letter scanned again (turned, shifted) and re-saved smaller: a copy.
+    assert same(im["letter000"], im["letter000_rescan"]) is True
+    assert same(im["letter000"], im["letter000_q40"]) is True
+    # Other letters share the letterhead, the layout and the line positions: not copies.
+    for other in ("letter001", "letter002", "letter003"):
+        verdict = compare_looks(prepare(im["letter000"]), prepare(im[other]))
+        assert verdict.copy is False, other
+        assert verdict.agree < 0.6  # far from the bar, not a near miss
+
+
+@pytest.mark.parametrize("edit", ["crop30", "rotate10", "hflip", "grey", "jpeg20", "resize25"])
+def test_edited_photos_are_copies_of_their_original(photos, edit):
+    original = photos["chelsea"]
+    copy = EDITS[edit](original, random.Random(0), photos["coffee"])
+    assert same(original, copy) is True
+    assert same(copy, original) is True  # either order
+    assert same(copy, photos["astronaut"]) is False
+
+
+def test_a_mirrored_crop_is_found_through_the_mirrored_features(photos):
+    im = photos["rocket"]
+    w, h = im.size
+    copy = ImageOps.mirror(im.crop((w // 8, h // 10, w, h)))
+    verdict = compare_looks(prepare(im), prepare(copy))
+    assert verdict.copy is True and verdict.mirrored and verdict.how == "orb"
+
+
+def test_tiles_of_one_texture_are_not_copies_but_their_resaves_are():
+    tiles = lookalikes.tiles(per_texture=3, copies=1)
+    im = tiles.images
+    for texture in ("brick", "gravel", "wood"):
+        assert same(im[f"{texture}00"], im[f"{texture}00_q50"]) is True
+        assert same(im[f"{texture}00"], im[f"{texture}00_flip"]) is True
+        assert same(im[f"{texture}00"], im[f"{texture}01"]) is False
+        assert same(im[f"{texture}01"], im[f"{texture}02"]) is False
+
+
+def test_flat_images_compare_by_colour():
+    red, small_red = (
+        Image.new("RGB", (90, 60), (200, 30, 30)),
+        Image.new("RGB", (45, 30), (200, 30, 30)),
+    )
+    assert same(red, small_red) is True
+    assert same(red, Image.new("RGB", (90, 60), (20, 30, 200))) is False
+
+
+def test_files_are_read_safely(tmp_path, photos):
+    good = tmp_path / "good.jpg"
+    photos["chelsea"].save(good)
+    (tmp_path / "text.jpg").write_bytes(b"not an image at all")
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)  # a FIFO named like a photo: never opened (it would block)
+    verifier = Verifier()
+    done: list = []
+    worker = threading.Thread(
+        target=lambda: done.extend(
+            verifier.verdict(str(good), str(tmp_path / name)).copy
+            for name in ("pipe.jpg", "text.jpg", "missing.jpg")
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(20)
+    assert done == [None, None, None]  # undecided: the pair is never called a copy
+    assert verifier.verdict(str(good), str(good)).copy is True
+
+
+def test_look_alikes_cost_a_bounded_number_of_looks(tmp_path, letters):
+    # Eight distinct letters, every pair a candidate (as their cosines are): each image
+    # may have `budget` pairs turned down, then its pairs are passed over.
+    distinct = lookalikes.letters(n=8, copies=0)
+    paths = list(distinct.write(tmp_path).values())
+    n = len(paths)
+    i, j = np.triu_indices(n, 1)
+    pairs = Pairs(i.astype(np.int64), j.astype(np.int64), np.linspace(0.99, 0.95, len(i)))
+    node = np.arange(n, dtype=np.int64)
+    looked = second_look(
+        pairs, lambda p: str(paths[p]), node=node, undecided_from=0.9, verifier=Verifier(),
+        budget=2,
+    )  # fmt: skip
+    assert len(looked.pairs) == 0 and not looked.verified
+    assert looked.rejected == looked.looked <= n * 2 // 2 + n
+    assert looked.passed_over == len(i) - looked.looked > 0
+
+
+def test_undecided_pairs_keep_only_their_cosine_above_the_plain_threshold(tmp_path):
+    pairs = Pairs(np.array([0, 0]), np.array([1, 2]), np.array([0.95, 0.7], np.float32))
+    missing = [str(tmp_path / f"gone{k}.jpg") for k in range(3)]
+    looked = second_look(
+        pairs, lambda p: missing[p], node=np.arange(3), undecided_from=0.9, verifier=Verifier()
+    )
+    assert looked.undecided == 2 and looked.looked == 0
+    assert looked.pairs.j.tolist() == [1]  # 0.95 stays (not verified), 0.7 goes
+    assert not looked.verified
