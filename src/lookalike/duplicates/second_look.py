@@ -77,7 +77,7 @@ def second_look(
         return out
     keep = np.zeros(len(pairs), dtype=bool)
     rejects: dict[int, int] = {}
-    for k in np.argsort(-pairs.score, kind="stable").tolist():
+    for k in _order(pairs, node).tolist():
         i, j = int(pairs.i[k]), int(pairs.j[k])
         a, b = int(node[i]), int(node[j])
         if a == b:
@@ -102,3 +102,22 @@ def second_look(
     out.pairs = Pairs(pairs.i[keep], pairs.j[keep], pairs.score[keep])
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _order(pairs: Pairs, node: np.ndarray) -> np.ndarray:
+    """Pair indices: one connected set of images after another (their prepared images stay
+    in the verifier's cache while they are needed), most similar first within each."""
+    parent = np.arange(len(node), dtype=np.int64)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = int(parent[x])
+        return x
+
+    for a, b in zip(node[pairs.i].tolist(), node[pairs.j].tolist(), strict=True):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    part = np.array([root(int(a)) for a in node[pairs.i].tolist()], dtype=np.int64)
+    return np.lexsort((-pairs.score, part))  # type: ignore[no-any-return]

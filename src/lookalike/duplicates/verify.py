@@ -64,7 +64,8 @@ MIN_COVER = 0.5
 MIN_INLIERS = 10
 #: ORB features per image.
 FEATURES = 1000
-_CACHE = 64
+#: Prepared images kept (~0.5 MB each).
+_CACHE = 256
 
 
 def _cv2() -> Any:
