@@ -12,7 +12,7 @@ from PIL import Image
 
 from lookalike import Index
 from lookalike.duplicates import EDITS, choose_threshold
-from lookalike.duplicates.calibrate import Sample, copy_pairs_per_image
+from lookalike.duplicates.calibrate import Sample, choose_verified, copy_pairs_per_image
 from lookalike.duplicates.edits import COMPOUND, compound_copies, edited_copies
 from lookalike.duplicates.types import Calibration
 from lookalike.present import info_lines
@@ -139,6 +139,53 @@ def test_a_collection_full_of_copies_gets_the_lower_threshold_its_copies_allow()
     assert copy_pairs_per_image(0, 60) == 1.0 and copy_pairs_per_image(360, 60) == 3.0
 
 
+def lookalike_samples(n=60, seed=6):
+    """Letters of one layout: each sample's edited copies score 0.85-0.95, and its 12
+    nearest indexed images - other letters, distinct - score 0.95-0.99, above them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        s = sample(rng.uniform(0.85, 0.95, 7), np.sort(rng.uniform(0.95, 0.99, 12))[::-1])
+        s.confirmed = dict.fromkeys(s.positives, True)
+        s.labels = np.zeros(12, dtype=np.int8)  # the second look: all look-alikes
+        s.uncertain = np.zeros(12, dtype=bool)
+        out.append(s)
+    return out
+
+
+def test_look_alikes_labelled_by_the_second_look_count_as_distinct_images():
+    samples = lookalike_samples()
+    # The second look's labels: look-alikes are distinct images, so no cosine threshold
+    # below them is precise: the cosine-only threshold climbs above every look-alike.
+    t, precision, _ = choose_threshold(samples, 0.95)
+    assert t >= 0.99 and precision >= 0.95
+    # The rule before #19 (no labels) took them for existing copies, as close as the
+    # samples' weakest copies: it claimed full precision at a threshold that groups them.
+    for s in samples:
+        s.labels = None
+    t_old, precision_old, _ = choose_threshold(samples, 0.95)
+    assert t_old < 0.95 and precision_old == 1.0
+
+
+def test_with_the_second_look_the_threshold_only_proposes_pairs():
+    samples = lookalike_samples()
+    # Every look-alike will be looked at and turned down: the threshold stays as low as
+    # the copies need, and no look-alike is counted as an error.
+    t, precision, recall = choose_verified(samples, 0.95)
+    assert t <= 0.85 and precision == 1.0 and recall == 1.0
+    # A neighbour the second look called a copy, but only just, counts as an error.
+    for s in samples[:30]:
+        s.negatives[-1], s.labels[-1], s.uncertain[-1] = 0.9, 1, True
+    t, unsure, _ = choose_verified(samples, 0.5)
+    assert t <= 0.9 and unsure == pytest.approx(60 / (60 + 15), abs=0.02)
+    # In a large collection, the threshold rises until the look-alikes to look at stay
+    # within the budget: one pair per image, i.e. two neighbours (each pair has two ends).
+    many = lookalike_samples()
+    t_big, _, _ = choose_verified(many, 0.95, images=1_000_000)
+    above = np.mean([np.sum(s.negatives >= t_big) for s in many])
+    assert t_big > t and 1.5 <= above <= 2.0
+
+
 def test_compound_copies_apply_two_edits_each():
     noise = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     im = Image.fromarray(noise)
@@ -215,7 +262,8 @@ def test_calibration_with_a_trained_model_on_real_photos(tmp_path, lite0_weights
         # Copies two edits apart (how a collection's copies of one photo relate) are
         # reported too, and each twice-edited kind has its recall.
         assert cal.recall_two_edits is not None and 0.0 < cal.recall_two_edits <= 1.0
-        assert f", {cal.recall_two_edits:.2f} two edits apart (" in sentence
+        assert f", {cal.recall_two_edits:.2f} two edits apart, with a second look" in sentence
+        assert f"(measured on 23 images, {cal.copies} copies, and their" in sentence
         assert {f"{a}+{b}" for a, b in COMPOUND} | set(EDITS) == set(cal.per_edit)
         groups = {frozenset(m.path.rsplit("/", 1)[1] for m in g.members) for g in report.groups}
         assert frozenset({"chelsea.png", "chelsea_small.jpg"}) in groups

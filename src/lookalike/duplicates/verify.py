@@ -89,17 +89,20 @@ class Look:
         grey: uint8 ``(h, w)``, the longer side :data:`SIDE` pixels.
         native: the longer side of the image as decoded (a small image is enlarged to
             ``SIDE`` for features, but compared at its own size at most).
-        features: ``mirrored -> (points float32 (n, 2), ORB descriptors)``, made on use.
+        features: ``(side, mirrored) -> (points float32 (n, 2), ORB descriptors)``, found
+            at that size (points in ``grey``'s pixels), made on use.
         sizes: ``longer side -> grey`` at that size, made on use.
     """
 
     grey: np.ndarray
     native: int
-    features: dict[bool, tuple[np.ndarray, Any]] = field(default_factory=dict)
+    features: dict[tuple[int, bool], tuple[np.ndarray, Any]] = field(default_factory=dict)
     sizes: dict[int, np.ndarray] = field(default_factory=dict)
 
     def at(self, side: int) -> np.ndarray:
         """``grey`` with its longer side ``side`` pixels."""
+        if side == max(self.grey.shape):
+            return self.grey
         if side not in self.sizes:
             self.sizes[side] = _resize_to(self.grey, side)
         return self.sizes[side]
@@ -263,22 +266,39 @@ def _orb() -> Any:
     return _LOCAL.orb
 
 
-def _features(look: Look, mirrored: bool) -> tuple[np.ndarray, Any]:
-    if mirrored not in look.features:
-        img = np.ascontiguousarray(look.grey[:, ::-1]) if mirrored else look.grey
+def _features(look: Look, side: int, mirrored: bool) -> tuple[np.ndarray, Any]:
+    """ORB points (in ``look.grey``'s pixels) and descriptors, found at ``side``."""
+    key = (side, mirrored)
+    if key not in look.features:
+        img = look.at(side)
+        img = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
         kps, desc = _orb().detectAndCompute(img, None)
         pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
         if mirrored:
             pts[:, 0] = img.shape[1] - 1 - pts[:, 0]
-        look.features[mirrored] = (pts, desc)
-    return look.features[mirrored]
+        pts *= max(look.grey.shape) / max(img.shape)
+        look.features[key] = (pts, desc)
+    return look.features[key]
 
 
 def _homography(a: Look, b: Look, mirrored: bool) -> tuple[np.ndarray | None, int]:
-    """The homography taking ``b``'s pixels onto ``a``'s, and its inlier count."""
+    """The homography taking ``b``'s pixels onto ``a``'s, and its inlier count; tried
+    again at half the size when none is found (a blurred copy keeps its coarse corners).
+    (Matching at the smaller image's own size, and blurring the sharper image of a pair
+    to the other's sharpness before comparing, were measured and lost more copies than
+    they found.)"""
+    h, count = _homography_at(a, b, mirrored, SIDE)
+    if h is None:
+        h, count = _homography_at(a, b, mirrored, SIDE // 2)
+    return h, count
+
+
+def _homography_at(
+    a: Look, b: Look, mirrored: bool, side: int
+) -> tuple[np.ndarray | None, int]:
     cv2 = _cv2()
-    pa, da = _features(a, False)
-    pb, db = _features(b, mirrored)
+    pa, da = _features(a, side, False)
+    pb, db = _features(b, side, mirrored)
     if da is None or db is None or len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
         return None, 0
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(db, da, k=2)

@@ -9,6 +9,7 @@ const known = new Map(); // image id -> {path, thumb}, for trail labels and pict
 const uploads = new Map(); // upload key -> its (signed) thumbnail URL, for the trail
 const answers = new Map(); // hop key + k -> API answer already fetched (uploads, back/forward)
 const unticked = new Set(); // duplicate review: ids the user chose not to move (kept across renders)
+const seen = new Set(); // duplicate review: ids shown once (an unverified one starts unticked once)
 
 // ---------------------------------------------------------------- access
 // The token arrives once in the URL (?token=, from the printed URL or a copied link) and is
@@ -368,14 +369,18 @@ async function renderDuplicates(state) {
       let select = null;
       if (moves && !m.keep && m.id !== null) {
         // A box the user unticked stays unticked when the review is drawn again (after a
-        // move, or at another threshold).
-        const box = el("input", { type: "checkbox", checked: !unticked.has(m.id), "data-move": m.id, "aria-label": `move ${basename(m.path)}` });
+        // move, or at another threshold); a member the second look did not confirm (#19)
+        // starts unticked, and stays as the user sets it.
+        const sure = m.verified !== false;
+        if (!sure && !seen.has(m.id)) unticked.add(m.id);
+        seen.add(m.id);
+        const box = el("input", { type: "checkbox", checked: !unticked.has(m.id), "data-move": m.id, "data-verified": sure ? "1" : "0", "aria-label": `move ${basename(m.path)}` });
         box.addEventListener("change", () => {
           if (box.checked) unticked.delete(m.id);
           else unticked.add(m.id);
         });
         boxes.push(box);
-        select = el("label", { class: "pick", title: "Move to the trash" }, box, "move");
+        select = el("label", { class: "pick", title: sure ? "Move to the trash" : "Not confirmed by the second look: check before moving" }, box, sure ? "move" : "move (unverified)");
       }
       return tile(m, { rank: mi + 1, keep: m.keep, select, facts: true });
     }))));
