@@ -76,8 +76,11 @@ def test_a_given_threshold_is_the_one_the_header_states():
 
 def test_the_summary_counts_duplicates_and_kept_files_with_plurals(pixel_index):
     with Index.open(pixel_index, embedder=PixelEmbedder(), workers=0) as idx:
-        report = idx.duplicate_report(threshold=0.001, calibrate=False)
+        # Cosine alone (#19): at 0.001 every image is a candidate, and these distinct
+        # generated photos would not pass the second look.
+        report = idx.duplicate_report(threshold=0.001, calibrate=False, verify=False)
     n = len(report.groups)
+    assert n >= 1
     dups = sum(len(g.members) - 1 for g in report.groups)
     line = report_lines(report)[1]
     assert line.startswith(

@@ -293,9 +293,7 @@ def _homography(a: Look, b: Look, mirrored: bool) -> tuple[np.ndarray | None, in
     return h, count
 
 
-def _homography_at(
-    a: Look, b: Look, mirrored: bool, side: int
-) -> tuple[np.ndarray | None, int]:
+def _homography_at(a: Look, b: Look, mirrored: bool, side: int) -> tuple[np.ndarray | None, int]:
     cv2 = _cv2()
     pa, da = _features(a, side, False)
     pb, db = _features(b, side, mirrored)
@@ -338,7 +336,10 @@ def compare_looks(a: Look, b: Look) -> Verdict:
     hb, wb = b.grey.shape
     best = Verdict(False, how="none")
     tries: list[tuple[str, bool]] = []
-    if abs(np.log((wa / ha) / (wb / hb))) < 0.08:  # one aspect ratio: try as they are
+    # One aspect ratio: try them as they are. So too two images of one flat colour (no
+    # geometry to find; the colour decides), whatever their shapes.
+    flat = float(a.at(64).std()) < FLAT and float(b.at(64).std()) < FLAT
+    if abs(np.log((wa / ha) / (wb / hb))) < 0.08 or flat:
         tries += [("framing", False), ("framing", True)]
     tries += [("orb", False), ("orb", True)]
     for how, mirrored in tries:
