@@ -129,3 +129,31 @@ def test_undecided_pairs_keep_only_their_cosine_above_the_plain_threshold(tmp_pa
     assert looked.undecided == 2 and looked.looked == 0
     assert looked.pairs.j.tolist() == [1]  # 0.95 stays (not verified), 0.7 goes
     assert not looked.verified
+
+
+def test_two_confirmed_copies_of_one_image_are_copies_of_each_other(tmp_path, photos):
+    # The original and two copies (mirrored + captioned, and cropped + recoloured): each
+    # copy is confirmed against the original; the copies' own pair may not be, yet the
+    # keep rule may keep either copy (#18): the pair is kept through the original.
+    original = photos["coffee"]
+    one = EDITS["text"](ImageOps.mirror(original), random.Random(1), original)
+    two = EDITS["colour"](
+        EDITS["crop50"](original, random.Random(2), original), random.Random(3), original
+    )
+    paths = []
+    for name, im in (("orig", original), ("one", one), ("two", two)):
+        paths.append(str(tmp_path / f"{name}.jpg"))
+        im.save(paths[-1])
+    pairs = Pairs(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.9, 0.8, 0.6], np.float32))
+    looked = second_look(
+        pairs, lambda p: paths[p], node=np.arange(3), undecided_from=0.9, verifier=Verifier()
+    )
+    assert {(0, 1), (0, 2), (1, 2)} == looked.verified
+    assert len(looked.pairs) == 3 and looked.looked == 3
+    assert looked.rejected == 1 and looked.inferred == 1  # the copies' own look said no
+    # Without the original among the candidates, nothing joins the two copies by inference.
+    alone = second_look(
+        Pairs(np.array([1]), np.array([2]), np.array([0.6], np.float32)),
+        lambda p: paths[p], node=np.arange(3), undecided_from=0.9, verifier=Verifier(),
+    )  # fmt: skip
+    assert alone.inferred == 0

@@ -175,9 +175,13 @@ def choose_verified(
         others += len(rest) - np.searchsorted(rest, _GRID)
         ok = s.confirmed or {}
         single = np.sort([v for k, v in s.positives.items() if ok.get(k)])
-        every = np.sort([v for k, v in (s.positives | s.twice).items() if ok.get(k)])
         found += (len(single) - np.searchsorted(single, _GRID)) / max(1, len(s.positives))
-        total = len(s.positives) + len(s.twice)
+        # Reach counts pairs of copies too (two edits apart): the file a group keeps may
+        # be any of them (#18), and it needs its own candidate pair with each member.
+        every = np.sort(
+            np.r_[[v for k, v in (s.positives | s.twice).items() if ok.get(k)], s.siblings]
+        )
+        total = len(s.positives) + len(s.twice) + len(s.siblings)
         reach += (len(every) - np.searchsorted(every, _GRID)) / max(1, total)
         if s.labels is not None:
             existing += int((s.labels == 1).sum())

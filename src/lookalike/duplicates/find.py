@@ -156,6 +156,7 @@ def find_duplicates(
     if looked is not None:
         report.looked, report.rejected = looked.looked, looked.rejected
         report.undecided, report.passed_over = looked.undecided, looked.passed_over
+        report.inferred = looked.inferred
         report.look_seconds = looked.seconds
     return report
 

@@ -104,6 +104,8 @@ def look_line(report: DuplicateReport) -> str:
         f"{report.looked - report.rejected} copies, {report.rejected} look-alikes set apart "
         f"({report.look_seconds:.1f} s)"
     )
+    if report.inferred:
+        line += f"; {report.inferred} more pairs are copies of one same image"
     if report.undecided:
         line += f"; {report.undecided} pairs with a file it could not read"
     if report.passed_over:

@@ -7,6 +7,14 @@ decide (a file missing or unreadable: an index of vectors only, a file deleted s
 kept on its cosine alone when that reaches ``undecided_from`` (the cosine-only threshold),
 and reported as not verified.
 
+Two candidates that the second look confirmed as copies of one same image are copies of
+each other (they show that image's picture): such a pair is kept too, marked verified,
+even when its own look turned it down (two edits on top of each other: a caption on one,
+a crop on the other) or never happened. It is still a candidate pair (its cosine reaches
+the threshold), so a group never holds a member below the threshold to its kept file.
+The keep rule may keep any member of a group (#18), not the original every copy was
+checked against: without this, copies of one photo split into several groups.
+
 Cost is bounded per image: once an image has had :data:`REJECTS_PER_IMAGE` of its pairs
 turned down (a letter among hundreds of letters in its layout), its remaining pairs are
 not looked at, unless the other image still has looks left. So a collection of look-alikes
@@ -39,6 +47,7 @@ class LookedPairs:
         rejected: pairs the second look found to be distinct images.
         undecided: pairs it could not decide (a file unreadable).
         passed_over: pairs not looked at (both images over their budget).
+        inferred: pairs kept because both images were confirmed copies of a third one.
         seconds: wall time.
     """
 
@@ -48,6 +57,7 @@ class LookedPairs:
     rejected: int = 0
     undecided: int = 0
     passed_over: int = 0
+    inferred: int = 0
     seconds: float = 0.0
 
 
@@ -99,9 +109,29 @@ def second_look(
             out.rejected += 1
             rejects[a] = rejects.get(a, 0) + 1
             rejects[b] = rejects.get(b, 0) + 1
+    out.inferred = _through_a_third(pairs, node, keep, out.verified)
     out.pairs = Pairs(pairs.i[keep], pairs.j[keep], pairs.score[keep])
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _through_a_third(
+    pairs: Pairs, node: np.ndarray, keep: np.ndarray, verified: set[tuple[int, int]]
+) -> int:
+    """Keep (and mark verified) each candidate pair not kept whose two images are both
+    confirmed copies of one same image; returns how many (``keep``, ``verified`` updated)."""
+    copies: dict[int, set[int]] = {}
+    for a, b in verified:
+        copies.setdefault(a, set()).add(b)
+        copies.setdefault(b, set()).add(a)
+    added = []
+    for k in np.flatnonzero(~keep).tolist():
+        a, b = int(node[pairs.i[k]]), int(node[pairs.j[k]])
+        if a != b and copies.get(a, set()) & copies.get(b, set()):
+            keep[k] = True
+            added.append((min(a, b), max(a, b)))
+    verified.update(added)  # after the loop: one step through a third, never a chain
+    return len(added)
 
 
 def _order(pairs: Pairs, node: np.ndarray) -> np.ndarray:

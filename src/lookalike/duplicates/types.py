@@ -253,6 +253,8 @@ class DuplicateReport:
         rejected: of those, pairs it found to be distinct images (look-alikes).
         undecided: pairs it could not decide (a file missing or unreadable).
         passed_over: pairs not looked at: both images had had enough pairs turned down.
+        inferred: pairs kept (verified) because both images are confirmed copies of a
+            third one.
         look_seconds: wall time of the second look (part of ``seconds``).
     """
 
@@ -269,6 +271,7 @@ class DuplicateReport:
     rejected: int = 0
     undecided: int = 0
     passed_over: int = 0
+    inferred: int = 0
     look_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
