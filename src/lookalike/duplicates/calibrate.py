@@ -17,7 +17,9 @@ second look would be asked about more than :data:`LOOKS_PER_IMAGE` pairs per ima
 are not copies (or :data:`MIN_LOOKS` in all), as the samples' neighbours show them.
 :func:`choose_threshold` picks the cosine-only threshold (``--no-verify``) against the
 same labels: a look-alike is a distinct image however close its vector, which is what the
-rule below got wrong.
+rule below got wrong. With labels, ``m`` below is the number of copy pairs per image the
+labels show, not at least one (in a collection with few copies each distinct pair weighs
+more), and a close call of the second look counts as half an error.
 
 **Without labels (calibrations before #19).** Existing copies in the collection are not
 distinct images, and counting them as negatives would push the threshold up without end
@@ -126,7 +128,8 @@ def choose_threshold(samples: Sequence[Sample], target: float) -> tuple[float, f
             distinct = np.sort(s.negatives[s.negatives < copies[0]])
         existing += len(s.negatives) - len(distinct)
         false += (len(distinct) - np.searchsorted(distinct, _GRID, side="left")) / 2.0
-    pairs_per_image = copy_pairs_per_image(existing, len(samples))
+    labelled = any(s.labels is not None for s in samples)
+    pairs_per_image = copy_pairs_per_image(existing, len(samples), measured=labelled)
     with np.errstate(invalid="ignore", divide="ignore"):
         true = pairs_per_image * found
         precision = np.where(true + false > 0, true / (true + false), 1.0)
@@ -187,8 +190,9 @@ def choose_verified(
             existing += int((s.labels == 1).sum())
             unsure = s.uncertain if s.uncertain is not None else np.zeros(len(s.labels), bool)
             risky = np.sort(s.negatives[(s.labels == 1) & unsure])
-            false += (len(risky) - np.searchsorted(risky, _GRID)) / 2.0
-    pairs_per_image = copy_pairs_per_image(existing, len(samples))
+            # A close call is as likely wrong as right: half an error, met from both ends.
+            false += (len(risky) - np.searchsorted(risky, _GRID)) / 4.0
+    pairs_per_image = copy_pairs_per_image(existing, len(samples), measured=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         true = pairs_per_image * found
         precision = np.where(true + false > 0, true / (true + false), 1.0)
@@ -208,9 +212,14 @@ def choose_verified(
     return float(_GRID[index]), min(1.0, float(precision[index])), recall
 
 
-def copy_pairs_per_image(existing_copies: int, samples: int) -> float:
-    """Copy pairs per image the precision estimate assumes: one, or half the existing
-    copies met per sampled image when the collection shows more (see the module doc)."""
+def copy_pairs_per_image(existing_copies: int, samples: int, measured: bool = False) -> float:
+    """Copy pairs per image the precision estimate assumes: half the existing copies met
+    per sampled image (each pair is met from both ends). Without the second look's labels
+    (``measured`` false, the rule before #19) at least one: existing copies were guessed
+    then; with them, as counted (at least one in the whole sample): a collection with few
+    copies finds few, and each distinct pair weighs more against them."""
+    if measured:
+        return max(1, existing_copies) / max(1, samples) / 2.0
     return max(1.0, existing_copies / max(1, samples) / 2.0)
 
 
