@@ -15,7 +15,7 @@ import numpy as np
 from ..decode import DecodeLimits
 from ..pipeline import Progress
 from ..setup import EmbedderOptions, Setup
-from ..store import Store, open_store
+from ..store import Store
 from ..types import FailedFile, Hit, IndexReport
 from . import contents, opening
 from . import fresh as fresh_run
@@ -68,11 +68,7 @@ class Index:
         ann: str = "auto", ann_threshold: int = 100_000, embedder: Any = None, create: bool = True,
     ) -> Index:  # fmt: skip
         """Open (or create, unless ``create`` is false) the index at ``path``, a SQLite file or
-        a PostgreSQL URL; :mod:`lookalike.index.opening` explains every option.
-
-        Raises:
-            SetupMismatchError: the index was built with another model/weights/pool/crop.
-            IndexNotFoundError: ``create`` is false and there is no index.
+        a PostgreSQL URL (every option, the errors: :mod:`lookalike.index.opening`).
 
         Example:
             >>> idx = Index.open("photos.db", model="clip")  # doctest: +SKIP
@@ -81,23 +77,10 @@ class Index:
             model=model, weights=weights, pool=pool, crop=crop, precision=precision,
             device=device, backend=backend, batch_size=batch_size, ann=ann,
         )  # fmt: skip
-        where = opening.location(path, create=create)
-        fresh = fresh_run.new_paths(where) if create else []
-        store = open_store(where, create=create)
-        db_path = getattr(store, "path", None)
-        try:
-            index = cls(
-                store, options, cache_dir=opening.cache_dir(store), workers=workers,
-                decode_limits=DecodeLimits(max_pixels=max_pixels) if max_pixels else None,
-                ann=ann, ann_threshold=ann_threshold, embedder=embedder,
-            )  # fmt: skip
-            index._model.check_requested()
-        except BaseException:
-            fresh_run.close_and_discard(store, store.close, fresh, failed=True)
-            raise
-        index._fresh = fresh
-        index._opened = fresh_run.identity(db_path)
-        return index
+        return opening.open_index(
+            cls, path, options, create=create, workers=workers, max_pixels=max_pixels, ann=ann,
+            ann_threshold=ann_threshold, embedder=embedder,
+        )  # fmt: skip
 
     def __enter__(self) -> Index:
         return self
@@ -122,7 +105,7 @@ class Index:
         return list(getattr(self._store, "warnings", []))
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path:  # the SQLite file ("" for a database server)
         return Path(getattr(self._store, "path", ""))
 
     @property
@@ -160,8 +143,8 @@ class Index:
     def search(
         self, query: PathLike, k: int = 10, *, folder: PathLike | None = None, exact: bool = False
     ) -> list[Hit]:
-        """The ``k`` indexed images most similar to the image file ``query`` (never itself);
-        ``folder`` keeps results below it, ``exact`` skips the approximate index.
+        """The ``k`` indexed images most similar to the image file ``query`` (never itself),
+        below ``folder``; ``exact`` skips the approximate index.
 
         Example:
             >>> [(h.rank, h.score, h.path) for h in idx.search("q.jpg", k=3)]  # doctest: +SKIP
@@ -215,9 +198,7 @@ class Index:
         self, image_id: int, k: int = 10, *, folder: PathLike | None = None, exact: bool = False
     ) -> list[Hit]:
         """The ``k`` images most similar to the stored image ``image_id`` (never itself)."""
-        return by_id.similar_to_id(
-            self._store, self._vectors, image_id, k, folder=folder, exact=exact
-        )
+        return by_id.similar_to_id(self._store, self._vectors, image_id, k, folder, exact)
 
     def embed_bytes(
         self, data: bytes, *, max_pixels: int | None = None, decode: Any = None
@@ -253,28 +234,21 @@ class Index:
         keep: str | Sequence[str] = "resolution,size,oldest", *, calibrate: bool | str = "auto",
         verify: bool = True,
     ) -> list[DuplicateGroup]:  # fmt: skip
-        """The groups of copies among the indexed images, largest first; the arguments are
-        those of :meth:`duplicate_report`.
+        """The groups of copies, largest first (arguments: :meth:`duplicate_report`).
 
         Example:
-            >>> for g in idx.duplicates(keep="resolution,oldest"):  # doctest: +SKIP
-            ...     print(g.keep, [m.path for m in g.others])
+            >>> [g.keep for g in idx.duplicates(keep="resolution,oldest")]  # doctest: +SKIP
         """
-        return self.duplicate_report(
-            threshold, folders, keep, calibrate=calibrate, verify=verify
-        ).groups
+        return self._copies.report(threshold, folders, keep, calibrate, verify).groups
 
     def duplicate_report(
         self, threshold: float | None = None, folders: Folders = None,
         keep: str | Sequence[str] = "resolution,size,oldest", *, calibrate: bool | str = "auto",
         verify: bool = True,
     ) -> DuplicateReport:  # fmt: skip
-        """The duplicate groups with the threshold used, the image count and the time taken.
-
-        ``threshold`` defaults to :meth:`duplicate_threshold`'s (one rule for every caller);
-        ``keep`` lists which file stays, criteria in order (README, "Duplicates");
-        ``verify=False`` skips the second look at each candidate pair (#19, README).
-        """
+        """The groups with the threshold used (default: :meth:`duplicate_threshold`'s), the
+        image count and the time; ``keep``: which file stays, criteria in order (README);
+        ``verify=False`` skips the second look at each candidate pair."""
         return self._copies.report(threshold, folders, keep, calibrate, verify)
 
     def calibrate_duplicates(
@@ -298,30 +272,18 @@ class Index:
         return self._copies.calibration()
 
     def move_duplicates(
-        self,
-        groups: Sequence[DuplicateGroup],
-        destination: PathLike,
-        *,
-        dry_run: bool = False,
+        self, groups: Sequence[DuplicateGroup], destination: PathLike, *, dry_run: bool = False,
         lock: AbstractContextManager[Any] | None = None,
-    ) -> MoveReport:
-        """Move every non-kept member of ``groups`` into ``destination/<run>/``, each under
-        its whole path: never deleting, never overwriting, each move journaled (an undo
-        journal and manifest first); the index forgets each file as it moves. ``lock`` is
-        held around each index access only (a server's lock).
-
-        Raises:
-            DestinationError: ``destination`` is inside an indexed folder or holds one.
-        """
+    ) -> MoveReport:  # fmt: skip
+        """Move every non-kept member of ``groups`` into ``destination/<run>/`` under its whole
+        path, journaled, never deleting or overwriting (:mod:`lookalike.duplicates.move`);
+        ``DestinationError`` for a destination inside (or holding) an indexed folder."""
         return self._copies.move(groups, destination, dry_run, lock)
 
     def undo_duplicate_moves(
-        self,
-        manifest: PathLike,
-        *,
-        dry_run: bool = False,
+        self, manifest: PathLike, *, dry_run: bool = False,
         lock: AbstractContextManager[Any] | None = None,
-    ) -> MoveReport:
+    ) -> MoveReport:  # fmt: skip
         """Move the files of a move run back to their exact sources, after any crash,
         never over an existing file; the index gets their rows back."""
         return self._copies.undo(manifest, dry_run, lock)

@@ -116,3 +116,14 @@ def close_and_discard(
         close()
         if doomed:
             discard(paths)
+
+
+@contextmanager
+def discarded_on_failure(store: Any, paths: list[Path]) -> Iterator[None]:
+    """Close ``store`` and remove ``paths`` (what this first run created, when nothing was
+    recorded) if the block fails: a bad ``--model`` or ``--weights`` leaves no index."""
+    try:
+        yield
+    except BaseException:
+        close_and_discard(store, store.close, paths, failed=True)
+        raise

@@ -46,7 +46,6 @@ def similar_to_id(
     vectors: Vectors,
     image_id: int,
     k: int,
-    *,
     folder: str | os.PathLike[str] | None,
     exact: bool,
 ) -> list[Hit]:

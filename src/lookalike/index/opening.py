@@ -18,13 +18,16 @@ for, checked before any work.
 - **Approximate index**: ``ann="auto"`` builds it from ``ann_threshold`` vectors on;
   ``on`` and ``off`` force it.
 - ``create=False`` (read-only commands) raises
-  :class:`~lookalike.errors.IndexNotFoundError` instead of creating an empty index.
+  :class:`~lookalike.errors.IndexNotFoundError` instead of creating an empty index; an
+  index built with another model, weights, pooling or crop raises
+  :class:`~lookalike.errors.SetupMismatchError`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..setup import EmbedderOptions
@@ -89,3 +92,43 @@ def cache_dir(store: Store) -> Path | None:
     """``<db>.cache/`` beside a SQLite file; ``None`` for a database server."""
     db_path = getattr(store, "path", None)
     return db_path.with_name(db_path.name + ".cache") if db_path else None
+
+
+def open_index(
+    cls: Any,
+    path: str | os.PathLike[str] | None,
+    options: EmbedderOptions,
+    *,
+    create: bool,
+    workers: int | None,
+    max_pixels: int | None,
+    ann: str,
+    ann_threshold: int,
+    embedder: Any,
+) -> Any:
+    """:meth:`lookalike.Index.open` once its options are checked: open the store, build the
+    facade ``cls`` over it and check the requested model against the recorded setup
+    (``SetupMismatchError``). A first run that fails here removes what it created
+    (:mod:`lookalike.index.fresh`)."""
+    from ..decode import DecodeLimits
+    from ..store import open_store
+    from . import fresh as fresh_run
+
+    where = location(path, create=create)
+    fresh = fresh_run.new_paths(where) if create else []
+    store = open_store(where, create=create)
+    with fresh_run.discarded_on_failure(store, fresh):
+        index = cls(
+            store,
+            options,
+            cache_dir=cache_dir(store),
+            workers=workers,
+            decode_limits=DecodeLimits(max_pixels=max_pixels) if max_pixels else None,
+            ann=ann,
+            ann_threshold=ann_threshold,
+            embedder=embedder,
+        )
+        index._model.check_requested()
+    index._fresh = fresh
+    index._opened = fresh_run.identity(getattr(store, "path", None))
+    return index
