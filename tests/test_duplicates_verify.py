@@ -157,3 +157,16 @@ def test_two_confirmed_copies_of_one_image_are_copies_of_each_other(tmp_path, ph
         lambda p: paths[p], node=np.arange(3), undecided_from=0.9, verifier=Verifier(),
     )  # fmt: skip
     assert alone.inferred == 0
+
+
+def test_images_thinner_than_a_tile_are_undecided_not_a_crash():
+    # Two distinct 4000x40 banners (and 10000x2 strips): at the comparison size they are
+    # thinner than one tile. The look used to raise ValueError (a reshape of no tiles),
+    # which ended `lookalike duplicates` with a traceback.
+    rng = np.random.default_rng(1)
+    for shape in ((40, 4000, 3), (2, 10000, 3), (500, 3, 3)):
+        a, b = (Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in "ab")
+        assert same(a, b) is None
+        assert same(a, a.copy()) in (True, None)  # never "distinct" for lack of tiles
+    # Flat images stay judged by their colour, whatever their shapes.
+    assert same(Image.new("RGB", (1, 1), (3, 4, 5)), Image.new("RGB", (10000, 2), (3, 4, 5)))

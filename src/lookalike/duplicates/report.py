@@ -107,7 +107,7 @@ def look_line(report: DuplicateReport) -> str:
     if report.inferred:
         line += f"; {report.inferred} more pairs are copies of one same image"
     if report.undecided:
-        line += f"; {report.undecided} pairs with a file it could not read"
+        line += f"; {report.undecided} pairs it could not decide (a file unreadable or too thin)"
     if report.passed_over:
         line += f"; {report.passed_over} pairs passed over (images with many look-alikes)"
     return line

@@ -26,7 +26,8 @@ class DuplicateMember:
         verified: the second look (:mod:`~lookalike.duplicates.verify`) confirmed that
             this file shows the kept file's picture; ``True`` for the kept file itself and
             for byte-identical files. ``False``: grouped on the cosine alone (the second
-            look was turned off, or could not read one of the two files).
+            look was turned off, could not read one of the two files, or one is too thin to
+            compare: thinner than a tile).
     """
 
     path: str
@@ -251,7 +252,8 @@ class DuplicateReport:
         second_look: candidate pairs were given the second look before grouping.
         looked: pairs the second look decided.
         rejected: of those, pairs it found to be distinct images (look-alikes).
-        undecided: pairs it could not decide (a file missing or unreadable).
+        undecided: pairs it could not decide (a file missing or unreadable, an image
+            thinner than a tile).
         passed_over: pairs not looked at: both images had had enough pairs turned down.
         inferred: pairs kept (verified) because both images are confirmed copies of a
             third one.

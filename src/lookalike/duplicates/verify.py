@@ -64,6 +64,8 @@ MIN_COVER = 0.5
 MIN_INLIERS = 10
 #: ORB features per image.
 FEATURES = 1000
+#: Thinner images (pixels, at the size features are found at) have no ORB features.
+_ORB_MIN = 64
 #: Prepared images kept (~0.5 MB each).
 _CACHE = 256
 
@@ -113,12 +115,14 @@ class Verdict:
     """What the second look saw.
 
     Attributes:
-        copy: the same capture (``None``: a file could not be read).
+        copy: the same capture (``None``: undecided, a file could not be read or an image
+            is too thin to compare).
         agree: share of informative tiles that agree once aligned (0 without geometry).
         cover: share of the smaller image the overlap covers.
         inliers: matched features consistent with the geometry (0: same framing used).
         mirrored: the second image is a mirror image of the first.
-        how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry) or ``"unreadable"``.
+        how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry), ``"unreadable"`` or
+            ``"too thin"`` (an image thinner than a tile once compared: undecided).
         blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
     """
 
@@ -195,8 +199,10 @@ def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
         mask: bool ``(h, w)``, where ``b`` has pixels.
     """
     ny, nx = a.shape[0] // TILE, a.shape[1] // TILE
+    if ny == 0 or nx == 0:  # thinner than a tile (a banner, a strip): nothing to compare
+        return Agreement(0.0, 1.0, 0)
     covered = _tiles(mask, ny, nx).reshape(ny * nx, -1).mean(axis=1) >= 0.95
-    if ny == 0 or nx == 0 or not covered.any():
+    if not covered.any():
         return Agreement(0.0, 1.0, 0)
     ta = _tiles(a, ny, nx).reshape(ny * nx, -1)[covered]
     tb = _tiles(b, ny, nx).reshape(ny * nx, -1)[covered]
@@ -272,7 +278,9 @@ def _features(look: Look, side: int, mirrored: bool) -> tuple[np.ndarray, Any]:
     if key not in look.features:
         img = look.at(side)
         img = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
-        kps, desc = _orb().detectAndCompute(img, None)
+        # ORB finds nothing within its border (31 px) and OpenCV fails on an image only a
+        # few pixels thin (its pyramid shrinks a side to 0): no features then.
+        kps, desc = _orb().detectAndCompute(img, None) if min(img.shape) >= _ORB_MIN else ((), None)
         pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
         if mirrored:
             pts[:, 0] = img.shape[1] - 1 - pts[:, 0]
@@ -342,6 +350,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
     if abs(np.log((wa / ha) / (wb / hb))) < 0.08 or flat:
         tries += [("framing", False), ("framing", True)]
     tries += [("orb", False), ("orb", True)]
+    compared = thin = False
     for how, mirrored in tries:
         inliers = 0
         if how == "framing":
@@ -351,13 +360,25 @@ def compare_looks(a: Look, b: Look) -> Verdict:
         if h is None:
             continue
         found, cover = _compare(a, b, h)
+        compared = True
+        thin = thin or _too_thin(a, b)
         copy = found.copy and (how == "framing" or cover >= MIN_COVER)
         verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
         if copy:
             return verdict
         if verdict.agree > best.agree:
             best = verdict
+    if compared and thin and best.agree == 0.0:
+        # An image thinner than a tile at the comparison size (a 4000x40 banner) has no
+        # tile to judge by: the look cannot decide, it does not say "distinct".
+        return Verdict(None, how="too thin")
     return best
+
+
+def _too_thin(a: Look, b: Look) -> bool:
+    """Whether either image, at the aligned comparison's size, is thinner than a tile."""
+    side = max(4 * TILE, min(COMPARE, a.native, b.native))
+    return min(a.at(side).shape) < TILE or min(b.at(side).shape) < TILE
 
 
 class Verifier:
