@@ -227,8 +227,15 @@ def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
     share = float((agree * weight).sum() / weight.sum())
     grid = np.zeros(ny * nx, np.uint8)
     grid[np.flatnonzero(covered)] = ~agree & ~flat
-    count, labels = _cv2().connectedComponents(grid.reshape(ny, nx), connectivity=4)
-    biggest = np.bincount(labels.ravel(), minlength=count)[1:].max() if count > 1 else 0
+    # Disagreeing tiles one tile apart vertically are one patch (a column of values on
+    # every other line of a form is one region that differs, not twenty small ones; a
+    # caption's lines stay apart); only tiles that disagree count towards its size.
+    cv2 = _cv2()
+    grid2 = grid.reshape(ny, nx)
+    closed = cv2.morphologyEx(grid2, cv2.MORPH_CLOSE, np.ones((3, 1), np.uint8))
+    count, labels = cv2.connectedComponents(closed, connectivity=4)
+    sizes = np.bincount(labels.ravel(), weights=grid2.ravel().astype(float), minlength=count)
+    biggest = sizes[1:].max() if count > 1 else 0
     return Agreement(share, float(biggest) / len(ta), len(ta))
 
 
