@@ -104,3 +104,24 @@ def test_an_id_beyond_64_bits_is_no_image(indexed, image_id):
         with pytest.raises(QueryError, match="no image with id"):  # was OverflowError
             idx.similar_to_id(image_id, k=3)
         assert idx.image_path(image_id) is None
+
+
+def test_a_folder_name_with_a_newline_or_escape_stays_one_printable_line(tmp_path):
+    """A folder named with a newline broke `info`'s folder list into two lines, and an ESC
+    in a name went to the terminal as is (#20, review): names are shown with ``\\xNN``."""
+    from fakes import PixelEmbedder
+
+    from lookalike.errors import NotIndexedError
+    from lookalike.present import info_lines
+
+    folder = make_photos(tmp_path / "a\nb\x1b[31mred", 2)
+    db = tmp_path / "x.db"
+    with Index.open(db, embedder=PixelEmbedder(), workers=0) as idx:
+        idx.update(folder)
+        lines = info_lines(idx.info())
+        with pytest.raises(NotIndexedError) as err:
+            idx.remove(tmp_path / "no\nthere", missing_ok=False)
+    folder_lines = [ln for ln in lines if "a\\x0ab" in ln]
+    assert len(folder_lines) == 1 and "\\x1b[31mred" in folder_lines[0]
+    assert not any("\x1b" in ln or "\n" in ln for ln in lines)
+    assert "\n" not in str(err.value) and "no\\x0athere" in str(err.value)

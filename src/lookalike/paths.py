@@ -28,3 +28,15 @@ def path_forms(path: str | os.PathLike[str] | bytes) -> list[bytes]:
     given = absolute(path)
     real = os.path.realpath(given)
     return [real] if real == given else [real, given]
+
+
+# C0 controls and DEL: a file name may hold a newline or a terminal escape sequence.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def printable(path: str) -> str:
+    """``path`` as one line of printable text: undecodable bytes (surrogate escapes) and
+    control characters (newline, tab, ESC...) shown as ``\\xNN``, so a file name can
+    neither break a line of output nor send escape sequences to a terminal (#20)."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_CONTROLS)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, NotIndexedError
-from ..paths import path_forms, resolved
+from ..paths import path_forms, printable, resolved
 from ..setup import Setup
 from ..store import Store, WriteBatch
 from ..types import FailedFile
@@ -75,12 +75,15 @@ def remove(
         if not any(_below(f, form) for f in recorded for form in forms):
             tops = [os.fsdecode(f) for f in top_folders(recorded)]
             where = (
-                "indexed folders: " + ", ".join(tops[:10]) + (" ..." if len(tops) > 10 else "")
+                "indexed folders: "
+                + ", ".join(printable(t) for t in tops[:10])
+                + (" ..." if len(tops) > 10 else "")
                 if tops
                 else "the index holds no folder"
             )
             raise NotIndexedError(
-                f"{os.fsdecode(forms[-1])} is not indexed (no image below it); {where}", tops
+                f"{printable(os.fsdecode(forms[-1]))} is not indexed (no image below it); {where}",
+                tops,
             )
     index_vectors.commit(WriteBatch(deletes=[int(i) for i in ids]))
     for form in forms:

@@ -6,12 +6,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ..paths import printable
 from ..types import Hit, IndexReport
 
 
 def _safe(text: str) -> str:
-    """A path as printable text: undecodable bytes (surrogate escapes) shown as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path as one printable line (:func:`lookalike.paths.printable`)."""
+    return printable(text)
 
 
 def hits_json(query: str | dict[str, Any], hits: Sequence[Hit]) -> str:
