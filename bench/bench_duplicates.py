@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,19 +161,28 @@ def quality(args: argparse.Namespace) -> dict:
     return out
 
 
-def imagededup_scores(folder: Path, truth: set[frozenset[str]]) -> dict:
+def imagededup_scores(
+    folder: Path,
+    truth: set[frozenset[str]],
+    name: Callable[[Path], str] = str,
+    score: Callable[[set[frozenset[str]], set[frozenset[str]]], dict] | None = None,
+) -> dict:
+    """imagededup's PHash and DHash on the files of ``folder``, scored against ``truth``
+    (pairs of ``name(path)``, by ``score``, default :func:`pr`); shared with
+    ``bench_lookalikes.py``."""
     try:
         from imagededup.methods import DHash, PHash
     except ImportError as e:
         return {"error": f"imagededup not installed ({e}); pip install '.[bench]'"}
-    out = {"cnn": "not run: imagededup's CNN downloads MobileNet weights (no network here)"}
-    for name, cls in (("phash", PHash), ("dhash", DHash)):
+    score = score or pr
+    out: dict = {"cnn": "not run: imagededup's CNN downloads MobileNet weights (no network)"}
+    for method, cls in (("phash", PHash), ("dhash", DHash)):
         t0 = time.perf_counter()
         found = cls(verbose=False).find_duplicates(image_dir=folder, max_distance_threshold=10)
         pairs = {
-            frozenset((str(folder / a), str(folder / b))) for a, bs in found.items() for b in bs
+            frozenset((name(folder / a), name(folder / b))) for a, bs in found.items() for b in bs
         }
-        out[name] = dict(pr(pairs, truth), seconds=round(time.perf_counter() - t0, 2))
+        out[method] = dict(score(pairs, truth), seconds=round(time.perf_counter() - t0, 2))
     return out
 
 

@@ -32,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+
+from bench_duplicates import imagededup_scores  # noqa: E402  (one copy for both benches)
 
 
 def pairs_of(groups: list[list[str]]) -> set[frozenset[str]]:
@@ -101,21 +104,7 @@ def one_set(name: str, work: Path, pool: str) -> dict:
                 out["no_verify"]["claimed_minus_measured"] = round(
                     claimed - out["no_verify"]["precision"], 4
                 )
-    out["imagededup"] = imagededup_scores(folder, truth)
-    return out
-
-
-def imagededup_scores(folder: Path, truth: set[frozenset[str]]) -> dict:
-    try:
-        from imagededup.methods import DHash, PHash
-    except ImportError as e:
-        return {"error": f"imagededup not installed ({e}); pip install '.[bench]'"}
-    out = {}
-    for name, cls in (("phash", PHash), ("dhash", DHash)):
-        t0 = time.perf_counter()
-        found = cls(verbose=False).find_duplicates(image_dir=folder, max_distance_threshold=10)
-        pairs = {frozenset((Path(a).stem, Path(b).stem)) for a, bs in found.items() for b in bs}
-        out[name] = dict(score(pairs, truth), seconds=round(time.perf_counter() - t0, 2))
+    out["imagededup"] = imagededup_scores(folder, truth, lambda p: p.stem, score)
     return out
 
 
