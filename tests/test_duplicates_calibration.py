@@ -12,7 +12,13 @@ from PIL import Image
 
 from lookalike import Index
 from lookalike.duplicates import EDITS, choose_threshold
-from lookalike.duplicates.calibrate import Sample, choose_verified, copy_pairs_per_image
+from lookalike.duplicates.calibrate import (
+    CHEAP_LOOKS,
+    FLOOR,
+    Sample,
+    choose_verified,
+    copy_pairs_per_image,
+)
 from lookalike.duplicates.edits import COMPOUND, compound_copies, edited_copies
 from lookalike.duplicates.types import Calibration
 from lookalike.present import info_lines
@@ -189,6 +195,36 @@ def test_with_the_second_look_the_threshold_only_proposes_pairs():
     assert t_big > t and 1.5 <= above <= 2.0
 
 
+def test_while_the_looks_are_cheap_the_threshold_goes_below_the_edits_copies():
+    # A photo collection: the calibration's own edits all score 0.6-0.95 (its recall
+    # margin would stop near 0.6), but people's copies can score lower (a watermark across
+    # the picture, #19), and below the threshold no pair is looked at. Each sample's 12
+    # nearest images are distinct photos from 0.2 to 0.55.
+    rng = np.random.default_rng(3)
+    samples = []
+    for _ in range(60):
+        s = sample(rng.uniform(0.6, 0.95, 7), np.sort(rng.uniform(0.2, 0.55, 12))[::-1])
+        s.confirmed = dict.fromkeys(s.positives, True)
+        s.labels = np.zeros(12, dtype=np.int8)
+        s.uncertain = np.zeros(12, dtype=bool)
+        samples.append(s)
+    t_plain, _, _ = choose_verified(samples, 0.95)  # no collection size: no cost bound
+    assert t_plain >= 0.59
+    # 200 images: down to where about 500 looks at distinct pairs are expected (each pair
+    # met from both ends), not lower.
+    t, precision, recall = choose_verified(samples, 0.95, images=200)
+    looks = 200 * np.mean([np.sum(s.negatives >= t) for s in samples]) / 2
+    assert t < t_plain - 0.1 and 450 <= looks <= 500 and precision == 1.0 and recall == 1.0
+    # A collection of 100,000: 5% of the images, 5,000 looks, a little higher.
+    t_big, _, _ = choose_verified(samples, 0.95, images=100_000)
+    looks = 100_000 * np.mean([np.sum(s.negatives >= t_big) for s in samples]) / 2
+    assert t_big > t and looks <= 5000
+    # Letters of one layout: every neighbour a look-alike above the copies: looks are
+    # not cheap, the threshold stays where the copies need it.
+    letters = lookalike_samples()
+    assert choose_verified(letters, 0.95, images=200)[0] == choose_verified(letters, 0.95)[0]
+
+
 def test_compound_copies_apply_two_edits_each():
     noise = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     im = Image.fromarray(noise)
@@ -256,7 +292,10 @@ def test_calibration_with_a_trained_model_on_real_photos(tmp_path, lite0_weights
         cal = report.calibration
         assert cal is not None and report.threshold_source == "calibrated"
         assert report.threshold == cal.threshold
-        assert 0.3 < cal.threshold < 0.99
+        # 23 images make 253 pairs, fewer than the looks always spent (CHEAP_LOOKS): every
+        # pair from the lowest cosine worth a look is looked at.
+        assert 23 * 22 / 2 < CHEAP_LOOKS and cal.threshold == FLOOR
+        assert cal.threshold_unverified is not None and 0.3 < cal.threshold_unverified < 0.99
         assert cal.precision >= 0.95 and cal.recall >= 0.5
         assert cal.images == 23 and cal.copies == 23 * len(EDITS)
         sentence = cal.sentence()

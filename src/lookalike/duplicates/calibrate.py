@@ -76,6 +76,10 @@ UNCERTAIN = 0.05
 #: costs tens of milliseconds), at most this many per image or :data:`MIN_LOOKS` in all.
 LOOKS_PER_IMAGE = 1.0
 MIN_LOOKS = 2000
+#: Looks at pairs that are not copies cheap enough to always spend (a few seconds), when
+#: a lower threshold finds more copies: this many, or this share of the images.
+CHEAP_LOOKS = 500
+CHEAP_PER_IMAGE = 0.05
 _GRID = np.round(np.arange(FLOOR, 1.0, 0.001), 3)
 
 
@@ -197,7 +201,7 @@ def choose_verified(
         true = pairs_per_image * found
         precision = np.where(true + false > 0, true / (true + false), 1.0)
     bad = np.flatnonzero(precision < target)
-    index = min(int(bad[-1]) + 1 if len(bad) else 0, len(_GRID) - 1)
+    lowest = index = min(int(bad[-1]) + 1 if len(bad) else 0, len(_GRID) - 1)
     # As high as costs at most one point of recall over every copy: fewer pairs to look
     # at, nearly free where the copies' cosines leave a gap.
     keep = reach[index] - 0.01 * len(samples)
@@ -205,6 +209,12 @@ def choose_verified(
         index += 1
     if images:  # the cost: each pair that is not a copy is met from both of its ends
         looks = images * others / len(samples) / 2.0
+        # The edits above are milder than some copies people make (a watermark across
+        # the picture: measured in #19, those copies score far lower), and a pair below
+        # the threshold is never looked at: while the looks stay cheap, go lower.
+        cheap = np.flatnonzero(looks <= max(CHEAP_LOOKS, CHEAP_PER_IMAGE * images))
+        if len(cheap):
+            index = min(index, max(lowest, int(cheap[0])))
         within = np.flatnonzero(looks <= max(MIN_LOOKS, LOOKS_PER_IMAGE * images))
         if len(within):
             index = max(index, int(within[0]))

@@ -84,6 +84,11 @@ class DuplicateGroup:
         }
 
 
+#: Said of every precision measured with the second look's labels: it counts the look's
+#: close calls as errors, but cannot see the look's own confident mistakes.
+_TRUSTS = "; the precision trusts these labels, counting the close calls as errors"
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The threshold chosen on edited copies of the index's own images.
@@ -172,7 +177,8 @@ class Calibration:
         measured = (
             f"(measured on {self.images} images, {self.copies} copies, and their "
             f"{self.looked} nearest indexed images, which the second look labelled: "
-            f"{self.looked_copies} copies, {self.looked - self.looked_copies} look-alikes)"
+            f"{self.looked_copies} copies, {self.looked - self.looked_copies} look-alikes"
+            f"{_TRUSTS})"
         )
         if not second_look:
             return (

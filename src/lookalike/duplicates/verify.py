@@ -320,7 +320,14 @@ def _homography_at(a: Look, b: Look, mirrored: bool, side: int) -> tuple[np.ndar
         return None, 0
     src = pb[[g.queryIdx for g in good]]
     dst = pa[[g.trainIdx for g in good]]
+    # MAGSAC rejects a model that turns the image over (a mirror: its determinant is
+    # negative) and finds nothing; so a mirrored pair is fitted from the mirrored image's
+    # own coordinates, and the mirror composed back in afterwards.
+    flip = _mirror(b.grey.shape[1]) if mirrored else np.eye(3)
+    src = cv2.perspectiveTransform(src.reshape(-1, 1, 2), flip).reshape(-1, 2)
     h, inliers = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 4.0)
+    if h is not None:
+        h = h @ flip
     count = int(inliers.sum()) if inliers is not None else 0
     if h is None or count < MIN_INLIERS or not _plausible(h, b.grey.shape, mirrored):
         return None, count
@@ -337,11 +344,16 @@ def _plausible(h: np.ndarray, shape: tuple[int, ...], mirrored: bool) -> bool:
     return abs(h[2, 0]) * ww + abs(h[2, 1]) * hh < 0.5
 
 
+def _mirror(width: int) -> np.ndarray:
+    """The mirror image, left to right, of an image ``width`` pixels wide."""
+    return np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]])
+
+
 def _framing(a: Look, b: Look, mirrored: bool) -> np.ndarray:
     """The geometry of "same picture, other size" (optionally mirrored)."""
     ha, wa = a.grey.shape
     hb, wb = b.grey.shape
-    flip = np.array([[-1.0, 0, wb - 1], [0, 1, 0], [0, 0, 1]]) if mirrored else np.eye(3)
+    flip = _mirror(wb) if mirrored else np.eye(3)
     return np.diag([wa / wb, ha / hb, 1.0]) @ flip  # type: ignore[no-any-return]
 
 
