@@ -96,6 +96,26 @@ def test_flat_images_compare_by_colour():
     assert same(red, Image.new("RGB", (90, 60), (20, 30, 200))) is False
 
 
+def test_smooth_images_are_not_copies_of_their_inverse_or_of_a_flat_image():
+    # Little texture: tiles compare by brightness after the edit's gain and offset. A
+    # fitted gain of 0 (against a flat image) or below 0 (an inverted ramp) is no edit:
+    # a solid black image was a "copy" of a dark-to-light gradient (agreement 1.0, in one
+    # order only), a dusk sky of an upside-down one (#19, review).
+    ramp = np.tile(np.linspace(0, 255, 300).astype(np.uint8), (200, 1))
+    gradient = Image.fromarray(ramp).convert("RGB")
+    for colour in ((0, 0, 0), (128, 128, 128), (255, 255, 255)):
+        solid = Image.new("RGB", (300, 200), colour)
+        assert same(solid, gradient) is False and same(gradient, solid) is False
+    t = np.linspace(0, 1, 300)[:, None, None]
+    sky = (np.array([40, 60, 180]) + np.array([200, 120, -100]) * t) * np.ones((1, 400, 1))
+    dusk = Image.fromarray(sky.astype(np.uint8))
+    assert same(dusk, ImageOps.flip(dusk)) is False
+    assert same(gradient, ImageOps.mirror(gradient)) is True  # a mirror image is a copy
+    # A brighter, lower-contrast copy of a smooth image is still one.
+    edited = Image.fromarray((ramp * 0.7 + 60).astype(np.uint8)).convert("RGB")
+    assert same(gradient, edited) is True and same(edited, gradient) is True
+
+
 def test_files_are_read_safely(tmp_path, photos):
     good = tmp_path / "good.jpg"
     photos["chelsea"].save(good)
@@ -227,3 +247,41 @@ def _invoice(seed: int) -> Image.Image:
 # separate patches; they count as one (vertical closing of the disagreeing tiles).
 def test_two_invoices_of_one_template_are_not_copies():
     assert same(_invoice(1), _invoice(2)) is False
+
+
+def _form(seed: int, filled: int = 4) -> Image.Image:
+    """One scanned application form of a fixed template: 15 labelled boxes, the first
+    ``filled`` of them filled in by hand (own seed), one of four boxes ticked."""
+    from lookalikes import _WORDS, _font, _scan
+    from PIL import ImageDraw
+
+    rng = random.Random(f"form:{seed}")
+    page = Image.new("RGB", (620, 877), "white")
+    d = ImageDraw.Draw(page)
+    d.text((40, 30), "APPLICATION FOR A PERMIT", font=_font("DejaVuSans-Bold.ttf", 26), fill=0)
+    d.line((40, 90, 580, 90), fill=0, width=2)
+    small, hand = _font("DejaVuSans.ttf", 13), _font("DejaVuSerif-Italic.ttf", 17)
+    for k in range(15):
+        y = 110 + 46 * k
+        d.text((40, y + 8), f"Field {k + 1} *", font=small, fill=0)
+        d.rectangle((200, y, 580, y + 34), outline=0, width=1)
+        if k < filled:
+            words = " ".join(rng.choice(_WORDS).upper() for _ in range(rng.randint(1, 3)))
+            d.text((206, y + 7), words, font=hand, fill=(10, 20, 110))
+    tick = rng.randrange(4)
+    for i in range(4):
+        d.rectangle((40 + i * 140, 810, 56 + i * 140, 826), outline=0, width=1)
+    d.line((40 + tick * 140, 810, 56 + tick * 140, 826), fill=(10, 20, 110), width=2)
+    return _scan(page, rng)
+
+
+# Review of #19: forms of one template filled in by different people are different
+# documents. With a few fields filled, the second look called many pairs copies (agreement
+# up to 0.91: the printed template agrees, the handwriting is a few thin lines, as a caption
+# is); with the trained model all 48 forms of such a set fell into one group (pair
+# precision 0.01 while the calibration claimed 1.00).
+@pytest.mark.xfail(strict=True, reason="#19 review: sparse form fill-ins look like a caption")
+def test_forms_of_one_template_filled_in_differently_are_not_copies():
+    forms = [_form(k) for k in range(4)]
+    called = [same(a, b) for i, a in enumerate(forms) for b in forms[i + 1 :]]
+    assert called.count(True) == 0, called
