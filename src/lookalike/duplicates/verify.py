@@ -54,6 +54,8 @@ NCC = 0.6
 MIN_TEXTURED = 12
 FLAT_TOL = 14.0
 FLAT_WEIGHT = 0.25
+#: Gains (contrast) a brightness edit makes, fitted when flat tiles decide.
+GAIN = (1 / 3, 3.0)
 #: A copy: at least this share of informative tiles agree ...
 MIN_AGREE = 0.6
 #: ... no connected patch of disagreeing tiles larger than this share ...
@@ -218,10 +220,14 @@ def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
     else:
         # Little texture (a flat image, a smooth tile): flat tiles decide, by brightness
         # (after the edit's gain and offset, when the brightness varies enough to fit one).
+        # A gain out of :data:`GAIN` (0 against a flat image, below 0 an inverted ramp)
+        # is no edit: then the two compare as they are.
         gain, offset = 1.0, 0.0
         if mb.std() > 2 * FLAT_TOL:
             design = np.stack([mb, np.ones_like(mb)], axis=1)
-            (gain, offset), *_ = np.linalg.lstsq(design, ma, rcond=None)
+            (fit, shift), *_ = np.linalg.lstsq(design, ma, rcond=None)
+            if GAIN[0] <= fit <= GAIN[1]:
+                gain, offset = fit, shift
         agree |= flat & (np.abs(ma - (gain * mb + offset)) <= FLAT_TOL)
         weight = np.where(flat, FLAT_WEIGHT, 1.0)
     share = float((agree * weight).sum() / weight.sum())
