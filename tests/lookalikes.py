@@ -328,6 +328,44 @@ def product_shots(n: int = 30, copies: int = 3, seed: int = 0) -> LabelledSet:
     return out
 
 
+def form(seed: int, filled: int = 4) -> Image.Image:
+    """One scanned application form of a fixed template: 15 labelled boxes, the first
+    ``filled`` of them filled in by hand (own seed), one of four boxes ticked."""
+    rng = random.Random(f"form:{seed}")
+    page = Image.new("RGB", (620, 877), "white")
+    d = ImageDraw.Draw(page)
+    d.text((40, 30), "APPLICATION FOR A PERMIT", font=_font("DejaVuSans-Bold.ttf", 26), fill=0)
+    d.line((40, 90, 580, 90), fill=0, width=2)
+    small, hand = _font("DejaVuSans.ttf", 13), _font("DejaVuSerif-Italic.ttf", 17)
+    for k in range(15):
+        y = 110 + 46 * k
+        d.text((40, y + 8), f"Field {k + 1} *", font=small, fill=0)
+        d.rectangle((200, y, 580, y + 34), outline=0, width=1)
+        if k < filled:
+            words = " ".join(rng.choice(_WORDS).upper() for _ in range(rng.randint(1, 3)))
+            d.text((206, y + 7), words, font=hand, fill=(10, 20, 110))
+    tick = rng.randrange(4)
+    for i in range(4):
+        d.rectangle((40 + i * 140, 810, 56 + i * 140, 826), outline=0, width=1)
+    d.line((40 + tick * 140, 810, 56 + tick * 140, 826), fill=(10, 20, 110), width=2)
+    return _scan(page, rng)
+
+
+def forms(n: int = 16, copies: int = 2, filled: int = 4, seed: int = 0) -> LabelledSet:
+    """``n`` forms of one template, each filled in differently (:func:`form`); ``copies``
+    of them scanned again and re-saved smaller (JPEG 40)."""
+    out = LabelledSet("forms")
+    for k in range(n):
+        stem = f"form{k:03d}"
+        out.add(stem, form(seed * 1000 + k, filled))
+        if k < copies:
+            rng = random.Random(f"{seed}:form-rescan:{k}")
+            out.add(f"{stem}_rescan", _scan(out.images[stem], rng), stem)
+            small = out.images[stem].resize((465, 658), Image.Resampling.BILINEAR)
+            out.add(f"{stem}_q40", _jpeg(small, 40), stem)
+    return out
+
+
 # ------------------------------------------------------------------------ copy set
 def _caption(im: Image.Image, rng: random.Random, _o: Image.Image) -> Image.Image:
     """A caption in DejaVu Sans Bold along the bottom (not the calibration's own font)."""
