@@ -215,10 +215,10 @@ def test_while_the_looks_are_cheap_the_threshold_goes_below_the_edits_copies():
     t, precision, recall = choose_verified(samples, 0.95, images=200)
     looks = 200 * np.mean([np.sum(s.negatives >= t) for s in samples]) / 2
     assert t < t_plain - 0.1 and 450 <= looks <= 500 and precision == 1.0 and recall == 1.0
-    # A collection of 100,000: 5% of the images, 5,000 looks, a little higher.
+    # A collection of 100,000: 1% of the images, 1,000 looks, higher.
     t_big, _, _ = choose_verified(samples, 0.95, images=100_000)
     looks = 100_000 * np.mean([np.sum(s.negatives >= t_big) for s in samples]) / 2
-    assert t_big > t and looks <= 5000
+    assert t_big > t and looks <= 1000
     # Letters of one layout: every neighbour a look-alike above the copies: looks are
     # not cheap, the threshold stays where the copies need it.
     letters = lookalike_samples()

@@ -12,9 +12,13 @@ turns down is not found, whatever its cosine) and labels the sample's
 look-alikes. :func:`choose_verified` then picks the cosine from which pairs are looked
 at: the precision of "cosine at least ``t`` and confirmed" counts as errors the labelled
 copies the second look was least sure of (:data:`UNCERTAIN`), and the threshold goes as
-low as finds more copies (one point of recall margin, as below), but not so low that the
-second look would be asked about more than :data:`LOOKS_PER_IMAGE` pairs per image that
-are not copies (or :data:`MIN_LOOKS` in all), as the samples' neighbours show them.
+low as finds more copies (one point of recall margin, as below), lower still while the
+looks at pairs that are not copies stay cheap (:data:`CHEAP_LOOKS`, or
+:data:`CHEAP_PER_IMAGE` of the images: copies people make, such as a watermark across the
+picture, can score far below these edits, and a pair under the threshold is never looked
+at), but not so low that the second look would be asked about more than
+:data:`LOOKS_PER_IMAGE` pairs per image that are not copies (or :data:`MIN_LOOKS` in all),
+as the samples' neighbours show them.
 :func:`choose_threshold` picks the cosine-only threshold (``--no-verify``) against the
 same labels: a look-alike is a distinct image however close its vector, which is what the
 rule below got wrong. With labels, ``m`` below is the number of copy pairs per image the
@@ -76,10 +80,11 @@ UNCERTAIN = 0.05
 #: costs tens of milliseconds), at most this many per image or :data:`MIN_LOOKS` in all.
 LOOKS_PER_IMAGE = 1.0
 MIN_LOOKS = 2000
-#: Looks at pairs that are not copies cheap enough to always spend (a few seconds), when
-#: a lower threshold finds more copies: this many, or this share of the images.
+#: Looks at pairs that are not copies cheap enough to always spend when a lower threshold
+#: finds more copies: this many (5-10 s at 10-20 ms a look), or this share of the images
+#: (at a million images, 10,000 looks: 2-4 minutes, about what the vector search takes).
 CHEAP_LOOKS = 500
-CHEAP_PER_IMAGE = 0.05
+CHEAP_PER_IMAGE = 0.01
 _GRID = np.round(np.arange(FLOOR, 1.0, 0.001), 3)
 
 
