@@ -111,7 +111,7 @@ def one_set(name: str, work: Path, pool: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", help="work folder (kept; reruns reuse its sets and indexes)")
-    ap.add_argument("--sets", default="letters,tiles,products,copies")
+    ap.add_argument("--sets", default="letters,tiles,products,copies,forms")
     ap.add_argument("--pool", default="avg")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="lookalikes-"))
