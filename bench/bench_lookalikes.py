@@ -8,7 +8,9 @@ object.
 The sets (``tests/lookalikes.py``, generated, no download): ``letters`` (30 letters in
 one layout, 3 of them scanned twice more), ``tiles`` (12 tiles each of 4 textures, 2 of
 each with two copies), ``products`` (30 objects on one wooden table, 3 with two copies),
-``copies`` (21 sample photos x 13 edited copies, 5 of them two edits in a row). Each set
+``copies`` (21 sample photos x 13 edited copies, 5 of them two edits in a row), ``forms``
+(30 forms of one template, 4 of 15 fields filled in differently, 3 scanned again and
+re-saved: the review's case, which the second look gets wrong). Each set
 is indexed with the trained EfficientNet-Lite0 (``tf_efficientnet_lite0``, the
 ``offline`` extra's weights, average pooling: the default), calibrated as on a first run,
 and searched with the defaults; then with ``verify=False``. Pair precision and recall are
