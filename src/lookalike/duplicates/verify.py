@@ -326,9 +326,9 @@ def _homography_at(a: Look, b: Look, mirrored: bool, side: int) -> tuple[np.ndar
         return None, 0
     src = pb[[g.queryIdx for g in good]]
     dst = pa[[g.trainIdx for g in good]]
-    # MAGSAC rejects a model that turns the image over (a mirror: its determinant is
-    # negative) and finds nothing; so a mirrored pair is fitted from the mirrored image's
-    # own coordinates, and the mirror composed back in afterwards.
+    # MAGSAC often finds no model that turns the image over (a mirror: its determinant is
+    # negative; 0 inliers for a photo and its exact mirror image, #19): a mirrored pair
+    # is fitted from the mirrored image's own coordinates, the mirror composed back in.
     flip = _mirror(b.grey.shape[1]) if mirrored else np.eye(3)
     src = cv2.perspectiveTransform(src.reshape(-1, 1, 2), flip).reshape(-1, 2)
     h, inliers = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 4.0)
