@@ -19,9 +19,18 @@ real copies). The vectors *propose* pairs; this look *disposes*, on the pixels:
    letterhead and line positions (dozens of inliers) - but once aligned their body text
    differs tile after tile; two objects shot on one table agree on the table and differ
    in one large patch in the middle, where a caption's disagreement is thin lines.
+4. **Pages are read closely.** On a photo a caption is an edit; on a page of text, text
+   that differs is what differs. Two forms of one template filled in differently differ
+   in a few words in a few fields, as little as a caption on a copy (the review of #19:
+   48 such forms became one group). So when both images are pages - at least
+   :data:`DOC_PAPER` of the tiles blank paper in both, and at least :data:`DOC_INK` of
+   the textured tiles ink on that paper - at most :data:`DOC_DIFFER` of the textured
+   tiles may differ outright (correlation below :data:`DOC_NCC`): a rescan, a resize or a
+   re-save stays under it, another text in a few fields does not.
 
 A pair is a copy when at least :data:`MIN_AGREE` of the textured tiles agree, no
-connected patch of disagreeing tiles is larger than :data:`MAX_BLOB` of them, and (for a
+connected patch of disagreeing tiles is larger than :data:`MAX_BLOB` of them, two pages
+differ outright in at most :data:`DOC_DIFFER` of them, and (for a
 geometry found by features) the overlap covers at least :data:`MIN_COVER` of one image.
 Nearly flat images (a solid colour, a smooth texture) are judged by their tiles'
 brightness instead. The values were chosen on the look-alike and copy sets of
@@ -62,6 +71,20 @@ MIN_AGREE = 0.6
 MAX_BLOB = 0.10
 #: ... and the overlap covers this share of one of the images (geometry found by features).
 MIN_COVER = 0.5
+#: Pages (step 4): at least this share of the tiles is blank paper (flat, at least
+#: :data:`PAPER` grey) in both images ...
+DOC_PAPER = 0.25
+PAPER = 170.0
+#: ... and this share of the textured tiles is ink on it (bright enough, with its
+#: spread, to hold that paper: text, lines), in both. Photos with a white sky: 0.1-0.5.
+DOC_INK = 0.8
+#: Two pages differ outright in a tile whose correlation is below this; a copy of a page
+#: has at most :data:`DOC_DIFFER` of its textured tiles so. Measured in #19 (review's
+#: forms, 4 or 8 of 15 fields filled in differently): distinct forms from 0.022 up,
+#: letters from 0.13; rescans and re-saves 0.002-0.023, a few badly aligned rescans up to
+#: 0.06 (those join their group only through a third copy, or not).
+DOC_NCC = 0.3
+DOC_DIFFER = 0.02
 #: Fewest homography inliers worth aligning on.
 MIN_INLIERS = 10
 #: ORB features per image.
@@ -182,15 +205,19 @@ class Agreement:
         blob: the largest connected patch of disagreeing textured tiles, as a share of the
             informative tiles (another object in the middle; not a caption's thin lines).
         tiles: informative tiles compared.
+        differ: when both images are pages (see the module docstring), the share of
+            textured tiles that differ outright; ``None`` otherwise.
     """
 
     share: float
     blob: float
     tiles: int
+    differ: float | None = None
 
     @property
     def copy(self) -> bool:
-        return self.share >= MIN_AGREE and self.blob <= MAX_BLOB and self.tiles > 0
+        page_ok = self.differ is None or self.differ <= DOC_DIFFER
+        return self.share >= MIN_AGREE and self.blob <= MAX_BLOB and self.tiles > 0 and page_ok
 
 
 def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
@@ -242,7 +269,28 @@ def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
     count, labels = cv2.connectedComponents(closed, connectivity=4)
     sizes = np.bincount(labels.ravel(), weights=grid2.ravel().astype(float), minlength=count)
     biggest = sizes[1:].max() if count > 1 else 0
-    return Agreement(share, float(biggest) / len(ta), len(ta))
+    differ = _page_differ(ma, mb, sa, sb, ncc, flat)
+    return Agreement(share, float(biggest) / len(ta), len(ta), differ)
+
+
+def _page_differ(
+    ma: np.ndarray, mb: np.ndarray, sa: np.ndarray, sb: np.ndarray, ncc: np.ndarray,
+    flat: np.ndarray,
+) -> float | None:  # fmt: skip
+    """Share of the textured tiles that differ outright when both images are pages
+    (module docstring, step 4), from the tiles' means, spreads and correlations; ``None``
+    when they are not pages."""
+    paper = flat & (ma >= PAPER) & (mb >= PAPER)
+    textured = ~flat
+    if paper.mean() < DOC_PAPER or not textured.any():
+        return None
+    level = min(float(np.median(ma[paper])), float(np.median(mb[paper])))
+    # Ink on paper: a tile holding paper and strokes reaches the paper's level within
+    # its spread (a photo's texture under a white sky does not).
+    ink = textured & (ma + sa >= level - 30) & (mb + sb >= level - 30)
+    if ink.sum() < DOC_INK * textured.sum():
+        return None
+    return float((textured & (ncc < DOC_NCC)).sum() / textured.sum())
 
 
 def _scale(side_from: np.ndarray, side_to: np.ndarray) -> np.ndarray:
@@ -303,27 +351,42 @@ def _features(look: Look, side: int, mirrored: bool) -> tuple[np.ndarray, Any]:
 
 
 def _homography(a: Look, b: Look, mirrored: bool) -> tuple[np.ndarray | None, int]:
-    """The homography taking ``b``'s pixels onto ``a``'s, and its inlier count; tried
-    again at half the size when none is found (a blurred copy keeps its coarse corners).
-    (Matching at the smaller image's own size, and blurring the sharper image of a pair
-    to the other's sharpness before comparing, were measured and lost more copies than
-    they found.)"""
-    h, count = _homography_at(a, b, mirrored, SIDE)
-    if h is None:
-        h, count = _homography_at(a, b, mirrored, SIDE // 2)
-    return h, count
+    """The homography taking ``b``'s pixels onto ``a``'s, and its inlier count (see
+    :func:`_geometries`)."""
+    found = [(h, n) for kind, h, n in _geometries(a, b, mirrored) if kind == "homography"]
+    return found[0] if found else (None, 0)
 
 
-def _homography_at(a: Look, b: Look, mirrored: bool, side: int) -> tuple[np.ndarray | None, int]:
+def _geometries(a: Look, b: Look, mirrored: bool) -> list[tuple[str, np.ndarray, int]]:
+    """Geometries taking ``b``'s pixels onto ``a``'s, as ``(kind, matrix, inliers)``: a
+    ``"homography"``, and an ``"affine"`` map fitted to the same matches, for pages (an
+    edit crops, turns and scales: no perspective; where features crowd in one part of a
+    page, the homography's perspective terms can tilt the rest by a pixel or two, and a
+    page's thin strokes then differ: a rescanned form agreed at 0.43 through its
+    homography, 0.96 through the affine map, #19; on photos the affine map found 3% more
+    copy pairs, and one pair of distinct brick tiles a period apart). Homographies come
+    first. Tried again at half the size when no homography is found (a blurred copy keeps
+    its coarse corners). (Matching at the smaller image's own size, and blurring the
+    sharper image of a pair to the other's sharpness before comparing, were measured and
+    lost more copies than they found.)"""
+    found = _geometries_at(a, b, mirrored, SIDE)
+    if not any(kind == "homography" for kind, _, _ in found):
+        found += _geometries_at(a, b, mirrored, SIDE // 2)
+    return sorted(found, key=lambda g: g[0] != "homography")  # stable
+
+
+def _geometries_at(
+    a: Look, b: Look, mirrored: bool, side: int
+) -> list[tuple[str, np.ndarray, int]]:
     cv2 = _cv2()
     pa, da = _features(a, side, False)
     pb, db = _features(b, side, mirrored)
     if da is None or db is None or len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
-        return None, 0
+        return []
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(db, da, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
     if len(good) < MIN_INLIERS:
-        return None, 0
+        return []
     src = pb[[g.queryIdx for g in good]]
     dst = pa[[g.trainIdx for g in good]]
     # MAGSAC often finds no model that turns the image over (a mirror: its determinant is
@@ -331,13 +394,22 @@ def _homography_at(a: Look, b: Look, mirrored: bool, side: int) -> tuple[np.ndar
     # is fitted from the mirrored image's own coordinates, the mirror composed back in.
     flip = _mirror(b.grey.shape[1]) if mirrored else np.eye(3)
     src = cv2.perspectiveTransform(src.reshape(-1, 1, 2), flip).reshape(-1, 2)
+    out = []
     h, inliers = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 4.0)
-    if h is not None:
-        h = h @ flip
-    count = int(inliers.sum()) if inliers is not None else 0
-    if h is None or count < MIN_INLIERS or not _plausible(h, b.grey.shape, mirrored):
-        return None, count
-    return h, count
+    m, affine_inliers = cv2.estimateAffine2D(
+        src, dst, method=cv2.USAC_MAGSAC, ransacReprojThreshold=4.0
+    )
+    fits = [("homography", h, inliers)]
+    if m is not None:
+        fits.append(("affine", np.vstack([m, [0.0, 0.0, 1.0]]), affine_inliers))
+    for kind, model, mask in fits:
+        count = int(mask.sum()) if mask is not None else 0
+        if model is None or count < MIN_INLIERS:
+            continue
+        model = model @ flip
+        if _plausible(model, b.grey.shape, mirrored):
+            out.append((kind, model, count))
+    return out
 
 
 def _plausible(h: np.ndarray, shape: tuple[int, ...], mirrored: bool) -> bool:
@@ -377,27 +449,37 @@ def compare_looks(a: Look, b: Look) -> Verdict:
     tries += [("orb", False), ("orb", True)]
     compared = thin = False
     for how, mirrored in tries:
-        inliers = 0
         if how == "framing":
-            h: np.ndarray | None = _framing(a, b, mirrored)
+            geometries = [("framing", _framing(a, b, mirrored), 0)]
         else:
-            h, inliers = _homography(a, b, mirrored)
-        if h is None:
-            continue
-        found, cover = _compare(a, b, h)
-        compared = True
-        thin = thin or _too_thin(a, b)
-        copy = found.copy and (how == "framing" or cover >= MIN_COVER)
-        verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
-        if copy:
-            return verdict
-        if verdict.agree > best.agree:
-            best = verdict
+            geometries = _geometries(a, b, mirrored)
+        page = False
+        for kind, h, inliers in geometries:
+            if kind == "affine" and not page:
+                continue  # pages only (see _geometries)
+            verdict, thin, page = _judge(a, b, h, how, mirrored, inliers, thin)
+            compared = True
+            if verdict.copy:
+                return verdict
+            if verdict.agree > best.agree:
+                best = verdict
     if compared and thin and best.agree == 0.0:
         # An image thinner than a tile at the comparison size (a 4000x40 banner) has no
         # tile to judge by: the look cannot decide, it does not say "distinct".
         return Verdict(None, how="too thin")
     return best
+
+
+def _judge(
+    a: Look, b: Look, h: np.ndarray, how: str, mirrored: bool, inliers: int, thin: bool
+) -> tuple[Verdict, bool, bool]:
+    """The verdict of one geometry, whether an image was too thin to compare yet, and
+    whether both are pages (module docstring, step 4)."""
+    found, cover = _compare(a, b, h)
+    thin = thin or _too_thin(a, b)
+    copy = found.copy and (how == "framing" or cover >= MIN_COVER)
+    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
+    return verdict, thin, found.differ is not None
 
 
 def _too_thin(a: Look, b: Look) -> bool:
