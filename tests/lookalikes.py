@@ -366,6 +366,58 @@ def forms(n: int = 16, copies: int = 2, filled: int = 4, seed: int = 0) -> Label
     return out
 
 
+def invoice(
+    name: str = "Jonathan Appleseed", date: str = "12/03/2024", qty: int = 3
+) -> Image.Image:
+    """A realistic invoice: letterhead, number and date, customer, four item lines, total."""
+    im = Image.new("RGB", (800, 1100), "white")
+    d = ImageDraw.Draw(im)
+    big = _font("DejaVuSans-Bold.ttf", 28)
+    med, sm = _font("DejaVuSans.ttf", 16), _font("DejaVuSans.ttf", 14)
+    d.text((50, 40), "BLUE RIVER SUPPLIES LTD", font=big, fill=0)
+    d.text((50, 80), "44 Mill Lane, Springfield  VAT GB 123 4567 89", font=sm, fill=(80, 80, 80))
+    d.text((560, 40), "INVOICE", font=big, fill=(30, 60, 120))
+    d.text((560, 90), "No. 1001", font=med, fill=0)
+    d.text((560, 115), f"Date: {date}", font=med, fill=0)
+    d.text((50, 150), "Bill to:", font=med, fill=0)
+    d.text((50, 175), name, font=med, fill=0)
+    d.text((50, 198), "7 Orchard Street, Lakeside", font=med, fill=0)
+    d.rectangle((50, 260, 750, 290), fill=(220, 225, 235))
+    for x, t in ((60, "Description"), (430, "Qty"), (520, "Unit"), (640, "Amount")):
+        d.text((x, 266), t, font=med, fill=0)
+    y, total = 300, 0.0
+    items = [("Copy paper A4 box", qty, 24.5), ("Toner cartridge", 1, 89.0),
+             ("Stapler", 2, 12.75), ("Envelopes C5 x500", 1, 31.2)]  # fmt: skip
+    for desc, q, u in items:
+        for x, t in ((60, desc), (430, str(q)), (520, f"{u:.2f}"), (640, f"{q * u:.2f}")):
+            d.text((x, y), t, font=med, fill=0)
+        d.line((50, y + 26, 750, y + 26), fill=(200, 200, 200))
+        y, total = y + 32, total + q * u
+    d.text((520, y + 20), "Total:", font=big, fill=0)
+    d.text((640, y + 24), f"{total:.2f}", font=med, fill=0)
+    d.text((50, 1000), "Payment within 30 days. Bank: 12-34-56 Acc 87654321.", font=sm, fill=0)
+    return im
+
+
+def invoices(n: int = 12, copies: int = 2, seed: int = 0) -> LabelledSet:
+    """``n`` scanned invoices of one template (:func:`invoice`), each with its own
+    customer, date and quantity (so its own total); ``copies`` of them scanned again and
+    re-saved smaller (JPEG 40)."""
+    names = ["Jonathan Appleseed", "Maria Gonzales", "Peter Smithers", "Anna Bell", "Li Wei"]
+    out = LabelledSet("invoices")
+    for k in range(n):
+        rng = random.Random(f"{seed}:invoice:{k}")
+        date = f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/2024"
+        page = invoice(rng.choice(names), date, rng.randint(1, 9))
+        stem = f"invoice{k:03d}"
+        out.add(stem, _scan(page, rng))
+        if k < copies:
+            out.add(f"{stem}_rescan", _scan(page, rng), stem)
+            small = out.images[stem].resize((480, 660), Image.Resampling.LANCZOS)
+            out.add(f"{stem}_q40", _jpeg(small, 40), stem)
+    return out
+
+
 # ------------------------------------------------------------------------ copy set
 def _caption(im: Image.Image, rng: random.Random, _o: Image.Image) -> Image.Image:
     """A caption in DejaVu Sans Bold along the bottom (not the calibration's own font)."""

@@ -278,3 +278,82 @@ def test_a_caption_on_a_photo_with_a_white_sky_is_still_an_edit(photos):
     captioned = lookalikes._caption(rocket, random.Random(0), rocket)
     verdict = compare_looks(prepare(rocket), prepare(captioned))
     assert verdict.copy is True
+
+
+# ------------------------------------------------------------------ review of #19 (pages)
+def _graphic(kind: str, seed: int) -> Image.Image:
+    """Graphics on white that are not pages of text: a line drawing, a comic strip."""
+    from lookalikes import _font
+    from PIL import ImageDraw
+
+    rng = random.Random(f"{kind}:{seed}")
+    im = Image.new("RGB", (800, 600), "white")
+    d = ImageDraw.Draw(im)
+    if kind == "drawing":
+        for _ in range(25):
+            x, y = rng.randint(0, 650), rng.randint(0, 550)
+            d.ellipse(
+                (x, y, x + rng.randint(20, 120), y + rng.randint(20, 120)), outline=0, width=2
+            )
+        for _ in range(15):
+            d.line([(rng.randint(0, 800), rng.randint(0, 600)) for _ in range(4)], fill=0, width=2)
+    else:
+        for x, y in ((10, 10), (405, 10), (10, 305), (405, 305)):
+            d.rectangle((x, y, x + 385, y + 285), outline=0, width=4)
+            d.ellipse((x + 100, y + 120, x + 200, y + 260), outline=0, width=3)
+            d.ellipse((x + 120, y + 60, x + 180, y + 120), outline=0, width=3)
+            d.rounded_rectangle((x + 200, y + 20, x + 370, y + 90), 20, outline=0, width=2)
+            words = rng.choice(["Hello there!", "What now?", "Look out!", "Oh no..."])
+            d.text((x + 215, y + 40), words, font=_font("DejaVuSans.ttf", 16), fill=0)
+    return im
+
+
+# Review of #19: a mirrored page lost its copy once pages were read closely. The mirror
+# was composed at one size and the comparison made at another without the half pixel a
+# resize shifts by: a quarter pixel off, and 5% of a letter's thin strokes "differed".
+@pytest.mark.parametrize("which", ["letter", "form", "drawing"])
+def test_a_mirrored_page_is_a_copy(which):
+    page = {
+        "letter": lambda: lookalikes._letter(random.Random("0:letter:3")),
+        "form": lambda: lookalikes.form(3),
+        "drawing": lambda: _graphic("drawing", 1),
+    }[which]()
+    assert same(page, ImageOps.mirror(page)) is True
+
+
+# Review of #19: pages are compared at 384 pixels at most, where a 16-pixel line of text is
+# 5 pixels tall: another name, date, amount and quantity on one invoice leave 0-0.7% of
+# the textured tiles differing outright (the bar is 2%). Two invoices of one customer
+# template with different totals and dates are called copies (and `--move-to` moves one).
+@pytest.mark.xfail(strict=True, reason="#19: page text is compared too coarsely to read")
+def test_invoices_with_another_customer_date_and_total_are_not_copies():
+    a = lookalikes.invoice()
+    assert same(a, lookalikes.invoice(date="02/11/2023", qty=7)) is False
+    assert (
+        same(a, lookalikes.invoice(name="Maria Gonzales-Ruiz", date="19/08/2025", qty=5)) is False
+    )
+
+
+# Review of #19: the 2% bar sits within a degree's worth of misalignment of a page's thin
+# lines: a form turned by 1-3 degrees differs outright in 2.1-3.9% of its tiles, a
+# photocopy look (blur, contrast) in 3.1%; all were copies before step 4.
+@pytest.mark.xfail(strict=True, reason="#19: the page bar is tighter than alignment error")
+def test_a_form_turned_a_little_or_photocopied_is_still_a_copy():
+    from PIL import ImageEnhance, ImageFilter
+
+    page = lookalikes.form(3)
+    for angle in (1, 2, 3):
+        turned = page.rotate(angle, Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+        assert same(page, turned) is True, angle
+    grey = ImageOps.grayscale(page).filter(ImageFilter.GaussianBlur(1.2))
+    assert same(page, ImageEnhance.Contrast(grey).enhance(1.8).convert("RGB")) is True
+
+
+# Review of #19: line drawings and comic strips on white pass for pages (paper, and all
+# their texture is ink on it), so a caption on them - an edit on a photo - now makes them
+# distinct (both were copies before step 4).
+@pytest.mark.xfail(strict=True, reason="#19: graphics on white are taken for pages")
+@pytest.mark.parametrize("kind", ["drawing", "comic"])
+def test_a_caption_on_a_drawing_or_a_comic_is_still_an_edit(kind):
+    im = _graphic(kind, 1)
+    assert same(im, lookalikes._caption(im, random.Random(0), im)) is True

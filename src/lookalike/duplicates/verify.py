@@ -294,8 +294,14 @@ def _page_differ(
 
 
 def _scale(side_from: np.ndarray, side_to: np.ndarray) -> np.ndarray:
-    s = max(side_to.shape) / max(side_from.shape)
-    return np.diag([s, s, 1.0])
+    """Pixel coordinates of ``side_from`` -> those of ``side_to`` (a resize of it), pixel
+    centres kept: ``x' = s (x + 1/2) - 1/2``, each axis its own ``s``. (Without the half
+    pixel and with one ``s`` for both axes, a geometry that turns the image over, a mirror,
+    landed a fraction of a pixel off at the comparison's size: enough for a page's thin
+    strokes to differ outright, and a mirrored page was no copy, #19.)"""
+    sx = side_to.shape[1] / side_from.shape[1]
+    sy = side_to.shape[0] / side_from.shape[0]  # each side rounded on its own
+    return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
 
 
 def _compare(a: Look, b: Look, h: np.ndarray) -> tuple[Agreement, float]:
