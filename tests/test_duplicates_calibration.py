@@ -347,3 +347,29 @@ def test_calibration_on_forms_of_one_template_claims_what_it_measures(tmp_path, 
     measured = len(found & truth) / len(found) if found else 1.0
     assert abs(cal.precision - measured) <= 0.05, (cal.precision, measured, len(found))
     assert len(found & truth) >= len(truth) // 2, (found, truth)
+
+
+# Review of #19: invoices of one template with their own customer, date and quantity are
+# different documents, but at the second look's resolution their text barely differs
+# (0-0.7% of textured tiles, under the 2% page bar): with 30 of them, all 38 files fell
+# into one group, pair precision 0.017 while the calibration claimed 1.00.
+@pytest.mark.xfail(strict=True, reason="#19: invoice text is compared too coarsely to read")
+def test_calibration_on_invoices_of_one_template_claims_what_it_measures(tmp_path, lite0_weights):
+    import lookalikes
+
+    data = lookalikes.invoices(n=12, copies=2)
+    stem_of = {str(p): stem for stem, p in data.write(tmp_path / "invoices").items()}
+    truth = data.true_pairs()
+    with Index.open(tmp_path / "i.db", model=LITE0, weights=lite0_weights) as idx:
+        idx.update(tmp_path / "invoices")
+        report = idx.duplicate_report()
+    cal = report.calibration
+    assert cal is not None
+    found = {
+        frozenset((stem_of[str(a.path)], stem_of[str(b.path)]))
+        for g in report.groups
+        for i, a in enumerate(g.members)
+        for b in g.members[i + 1 :]
+    }
+    measured = len(found & truth) / len(found) if found else 1.0
+    assert abs(cal.precision - measured) <= 0.05, (cal.precision, measured, len(found))
