@@ -350,10 +350,13 @@ def test_calibration_on_forms_of_one_template_claims_what_it_measures(tmp_path, 
 
 
 # Review of #19: invoices of one template with their own customer, date and quantity are
-# different documents, but at the second look's resolution their text barely differs
+# different documents, but at the second look's resolution their text barely differed
 # (0-0.7% of textured tiles, under the 2% page bar): with 30 of them, all 38 files fell
-# into one group, pair precision 0.017 while the calibration claimed 1.00.
-@pytest.mark.xfail(strict=True, reason="#19: invoice text is compared too coarsely to read")
+# into one group, pair precision 0.017 while the calibration claimed 1.00. Pages are now
+# compared close (pages.py) and this set's other invoices are told apart, but for one
+# pair: same customer, same quantity, a date three digits apart (0.16% of the inked tiles
+# differ, a copy's noise reaches 0.23%), so it still claims 1.00 where 0.6 is measured.
+@pytest.mark.xfail(strict=True, reason="#19: a date three digits apart is under the page bar")
 def test_calibration_on_invoices_of_one_template_claims_what_it_measures(tmp_path, lite0_weights):
     import lookalikes
 

@@ -20,13 +20,16 @@ real copies). The vectors *propose* pairs; this look *disposes*, on the pixels:
    differs tile after tile; two objects shot on one table agree on the table and differ
    in one large patch in the middle, where a caption's disagreement is thin lines.
 4. **Pages are read closely.** On a photo a caption is an edit; on a page of text, text
-   that differs is what differs. Two forms of one template filled in differently differ
-   in a few words in a few fields, as little as a caption on a copy (the review of #19:
-   48 such forms became one group). So when both images are pages - at least
-   :data:`DOC_PAPER` of the tiles blank paper in both, and at least :data:`DOC_INK` of
-   the textured tiles ink on that paper - at most :data:`DOC_DIFFER` of the textured
-   tiles may differ outright (correlation below :data:`DOC_NCC`): a rescan, a resize or a
-   re-save stays under it, another text in a few fields does not.
+   that differs is what differs. Two forms of one template filled in differently, two
+   invoices with another customer or total, differ in a few words: as little as a caption
+   on a copy (the reviews of #19: 48 such forms became one group). So when both images
+   are pages - at least :data:`DOC_PAPER` of the tiles blank paper in both, and at least
+   :data:`DOC_INK` of the textured tiles ink on that paper - they are compared again on
+   close copies of up to 1,024 pixels (:mod:`~lookalike.duplicates.pages`), where a
+   rescan, a turn of a few degrees, a resize or a photocopy leaves at most
+   :data:`~lookalike.duplicates.pages.PAGE_DIFFER` of the inked tiles unmatched and
+   another word does not (a single changed character can stay under it). Without close
+   copies, at most :data:`DOC_DIFFER` of the textured tiles may differ outright.
 
 A pair is a copy when at least :data:`MIN_AGREE` of the textured tiles agree, no
 connected patch of disagreeing tiles is larger than :data:`MAX_BLOB` of them, two pages
@@ -45,10 +48,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from .pages import PAGE_DIFFER, PAGE_SIDE, looks_like_page, page_differ
 
 #: Longer side, in pixels, both images are brought to for features (small ones enlarged).
 SIDE = 512
@@ -119,10 +124,13 @@ class Look:
         features: ``(side, mirrored) -> (points float32 (n, 2), ORB descriptors)``, found
             at that size (points in ``grey``'s pixels), made on use.
         sizes: ``longer side -> grey`` at that size, made on use.
+        page: when the image looks like a page (:mod:`~lookalike.duplicates.pages`), its
+            grey at up to :data:`~lookalike.duplicates.pages.PAGE_SIDE` pixels.
     """
 
     grey: np.ndarray
     native: int
+    page: np.ndarray | None = None
     features: dict[tuple[int, bool], tuple[np.ndarray, Any]] = field(default_factory=dict)
     sizes: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -169,13 +177,23 @@ def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, size, interpolation=inter)  # type: ignore[no-any-return]
 
 
-def prepare(rgb: Any) -> Look:
-    """A :class:`Look` at an RGB Pillow image or ``(h, w, 3)`` uint8 array."""
+def _grey(rgb: Any) -> np.ndarray:
     arr = np.asarray(rgb.convert("L")) if hasattr(rgb, "convert") else np.asarray(rgb)
     if arr.ndim == 3:
         arr = (arr[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
-    grey = _resize_to(np.ascontiguousarray(arr, dtype=np.uint8), SIDE)
-    return Look(grey, max(arr.shape[:2]))
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def prepare(rgb: Any, page_source: Any = None) -> Look:
+    """A :class:`Look` at an RGB Pillow image or ``(h, w, 3)`` uint8 array; a page also
+    keeps a close copy, from ``page_source`` (a larger decode of the same file) if given
+    (:mod:`~lookalike.duplicates.pages`)."""
+    arr = _grey(rgb)
+    look = Look(_resize_to(arr, SIDE), max(arr.shape[:2]))
+    if looks_like_page(look.grey):
+        full = arr if page_source is None else _grey(page_source)
+        look.page = _resize_to(full, min(PAGE_SIDE, max(full.shape[:2])))
+    return look
 
 
 def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
@@ -185,7 +203,11 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
     limits = limits or DecodeLimits()
     try:
         data = read_file(path, max_file_bytes=limits.max_file_bytes)
-        return prepare(open_rgb(data, limits=limits, draft_to=(SIDE, SIDE)))
+        look = prepare(open_rgb(data, limits=limits, draft_to=(SIDE, SIDE)))
+        if look.page is not None:  # a page is read closer: decoded again, larger
+            big = open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE))
+            look = prepare(big, page_source=big)
+        return look
     except (DecodeFailure, OSError, ValueError):
         return None
 
@@ -207,16 +229,20 @@ class Agreement:
         tiles: informative tiles compared.
         differ: when both images are pages (see the module docstring), the share of
             textured tiles that differ outright; ``None`` otherwise.
+        bar: the most ``differ`` a copy may have (:data:`DOC_DIFFER` at the usual size,
+            :data:`~lookalike.duplicates.pages.PAGE_DIFFER` when the pages' close copies
+            were compared).
     """
 
     share: float
     blob: float
     tiles: int
     differ: float | None = None
+    bar: float = DOC_DIFFER
 
     @property
     def copy(self) -> bool:
-        page_ok = self.differ is None or self.differ <= DOC_DIFFER
+        page_ok = self.differ is None or self.differ <= self.bar
         return self.share >= MIN_AGREE and self.blob <= MAX_BLOB and self.tiles > 0 and page_ok
 
 
@@ -325,7 +351,24 @@ def _compare(a: Look, b: Look, h: np.ndarray) -> tuple[Agreement, float]:
     overlap = float(mask.sum())
     cover = max(overlap / mask.size, overlap / area_b if area_b > 0 else 0.0)
     found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
+    close = found.differ is not None and a.page is not None and b.page is not None
+    if close and found.share >= MIN_AGREE and found.blob <= MAX_BLOB:  # else distinct anyway
+        found = replace(found, differ=_close(a.page, b.page, a.grey, b.grey, h), bar=PAGE_DIFFER)
     return found, min(1.0, cover)
+
+
+def _close(pa: np.ndarray, pb: np.ndarray, ga: np.ndarray, gb: np.ndarray, h: np.ndarray) -> float:
+    """:func:`~lookalike.duplicates.pages.page_differ` of two pages' close copies (``pa``,
+    ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size."""
+    cv2 = _cv2()
+    side = min(max(pa.shape), max(pb.shape))
+    pa, pb = _resize_to(pa, side), _resize_to(pb, side)
+    m = _scale(ga, pa) @ h @ np.linalg.inv(_scale(gb, pb))
+    size = (pa.shape[1], pa.shape[0])
+    warped = cv2.warpPerspective(pb, m, size, flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.full(pb.shape, 255, np.uint8), m, size)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
+    return page_differ(pa.astype(np.float32), warped.astype(np.float32), inside)
 
 
 # ------------------------------------------------------------------ geometry
