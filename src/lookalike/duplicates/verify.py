@@ -351,8 +351,8 @@ def _compare(a: Look, b: Look, h: np.ndarray) -> tuple[Agreement, float]:
     overlap = float(mask.sum())
     cover = max(overlap / mask.size, overlap / area_b if area_b > 0 else 0.0)
     found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
-    close = found.differ is not None and a.page is not None and b.page is not None
-    if close and found.share >= MIN_AGREE and found.blob <= MAX_BLOB:  # else distinct anyway
+    near = found.share >= MIN_AGREE and found.blob <= MAX_BLOB  # else distinct anyway
+    if found.differ is not None and a.page is not None and b.page is not None and near:
         found = replace(found, differ=_close(a.page, b.page, a.grey, b.grey, h), bar=PAGE_DIFFER)
     return found, min(1.0, cover)
 
