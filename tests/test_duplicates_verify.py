@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike.demo.samples import EDITS, load_originals
+from lookalike.duplicates.calibrate import MIN_LOOKS, look_budget
 from lookalike.duplicates.candidates import Pairs
 from lookalike.duplicates.second_look import second_look
 from lookalike.duplicates.verify import Verifier, compare_looks, prepare
@@ -153,6 +154,14 @@ def test_look_alikes_cost_a_bounded_number_of_looks(tmp_path, letters):
     assert len(looked.pairs) == 0 and not looked.verified
     assert looked.rejected == looked.looked <= n * 2 // 2 + n
     assert looked.passed_over == len(i) - looked.looked > 0
+    # And in all: after `max_rejects` pairs turned down, every other pair is passed over
+    # (a 10,000-image collection turned down 18,036 where its calibration planned 10,000).
+    capped = second_look(
+        pairs, lambda p: str(paths[p]), node=node, undecided_from=0.9, verifier=Verifier(),
+        max_rejects=5,
+    )  # fmt: skip
+    assert capped.rejected == capped.looked == 5 and capped.passed_over == len(i) - 5
+    assert look_budget(10_000) == 10_000 and look_budget(10) == MIN_LOOKS
 
 
 def test_undecided_pairs_keep_only_their_cosine_above_the_plain_threshold(tmp_path):

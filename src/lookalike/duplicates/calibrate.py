@@ -220,11 +220,18 @@ def choose_verified(
         cheap = np.flatnonzero(looks <= max(CHEAP_LOOKS, CHEAP_PER_IMAGE * images))
         if len(cheap):
             index = min(index, max(lowest, int(cheap[0])))
-        within = np.flatnonzero(looks <= max(MIN_LOOKS, LOOKS_PER_IMAGE * images))
+        within = np.flatnonzero(looks <= look_budget(images))
         if len(within):
             index = max(index, int(within[0]))
     recall = min(1.0, float(found[index] / len(samples)))
     return float(_GRID[index]), min(1.0, float(precision[index])), recall
+
+
+def look_budget(images: int) -> int:
+    """Pairs that are not copies the second look may turn down in one run over ``images``
+    images: :data:`LOOKS_PER_IMAGE` per image, or :data:`MIN_LOOKS` in all. The calibration
+    plans within it; a run stops looking there (the plan is an estimate)."""
+    return int(max(MIN_LOOKS, LOOKS_PER_IMAGE * images))
 
 
 def copy_pairs_per_image(existing_copies: int, samples: int, measured: bool = False) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from .calibrate import look_budget
 from .candidates import Pairs, Transform, fit_transform, similar_pairs
 from .grouping import RawGroup, build_groups, one_name_per_file, sort_groups
 from .keep import DEFAULT_KEEP, FileFacts, file_facts, parse_keep, rank_key
@@ -202,6 +203,7 @@ def _assemble(
             node=node,
             verifier=look.verifier,
             undecided_from=look.undecided_from,
+            max_rejects=look_budget(source.rows.n),
         )
         pairs = looked.pairs
     raw_groups = build_groups(
