@@ -110,7 +110,16 @@ def _cv2() -> Any:
             "the second look at duplicate pairs needs OpenCV: pip install "
             "'lookalike[verify]' (opencv-python-headless), or pass --no-verify"
         ) from e
+    if not _LOCAL_CV2:
+        # No OpenCV thread pool: a process forked after a second look (a mover killed and
+        # resumed, a worker) would wait forever on the pool's lock in the child (the
+        # suite's crash test hung so, #19); each look is small and runs on one thread.
+        cv2.setNumThreads(1)
+        _LOCAL_CV2.append(True)
     return cv2
+
+
+_LOCAL_CV2: list[bool] = []
 
 
 @dataclass
