@@ -109,7 +109,10 @@ def look_line(report: DuplicateReport) -> str:
     if report.undecided:
         line += f"; {report.undecided} pairs it could not decide (a file unreadable or too thin)"
     if report.passed_over:
-        line += f"; {report.passed_over} pairs passed over (images with many look-alikes)"
+        line += (
+            f"; {report.passed_over} pairs passed over, not grouped (images with many "
+            "look-alikes, or the run's budget of looks spent: --threshold higher looks at fewer)"
+        )
     return line
 
 
