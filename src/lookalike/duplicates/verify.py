@@ -212,8 +212,11 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
     limits = limits or DecodeLimits()
     try:
         data = read_file(path, max_file_bytes=limits.max_file_bytes)
-        look = prepare(open_rgb(data, limits=limits, draft_to=(SIDE, SIDE)))
-        if look.page is not None:  # a page is read closer: decoded again, larger
+        first = open_rgb(data, limits=limits, draft_to=(SIDE, SIDE))
+        look = prepare(first)
+        # A page is read closer: decoded again, larger, unless the first decode already
+        # was (no draft, a PNG: decoding a 6000x8000 page twice cost 1 s and 200 MB more).
+        if look.page is not None and max(first.size) < PAGE_SIDE:
             big = open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE))
             look = prepare(big, page_source=big)
         return look
