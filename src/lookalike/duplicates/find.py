@@ -158,6 +158,7 @@ def find_duplicates(
         report.looked, report.rejected = looked.looked, looked.rejected
         report.undecided, report.passed_over = looked.undecided, looked.passed_over
         report.inferred = looked.inferred
+        report.look_budget_spent = looked.budget_spent
         report.look_seconds = looked.seconds
     return report
 

@@ -109,9 +109,14 @@ def look_line(report: DuplicateReport) -> str:
     if report.undecided:
         line += f"; {report.undecided} pairs it could not decide (a file unreadable or too thin)"
     if report.passed_over:
+        why = (
+            "the run's budget of looks spent"
+            if report.look_budget_spent
+            else "images with many look-alikes"
+        )
         line += (
-            f"; {report.passed_over} pairs passed over, not grouped (images with many "
-            "look-alikes, or the run's budget of looks spent: --threshold higher looks at fewer)"
+            f"; {report.passed_over} pairs passed over, not grouped ({why}: "
+            "--threshold higher looks at fewer)"
         )
     return line
 

@@ -50,7 +50,9 @@ class LookedPairs:
         looked: pairs looked at.
         rejected: pairs the second look found to be distinct images.
         undecided: pairs it could not decide (a file unreadable).
-        passed_over: pairs not looked at (both images over their budget).
+        passed_over: pairs not looked at (both images over their budget, or
+            ``max_rejects`` reached).
+        budget_spent: ``max_rejects`` was reached and the pairs after it passed over.
         inferred: pairs kept because both images were confirmed copies of a third one.
         seconds: wall time.
     """
@@ -61,6 +63,7 @@ class LookedPairs:
     rejected: int = 0
     undecided: int = 0
     passed_over: int = 0
+    budget_spent: bool = False
     inferred: int = 0
     seconds: float = 0.0
 
@@ -101,6 +104,7 @@ def second_look(
             keep[k] = True
             continue
         tired = max_rejects is not None and out.rejected >= max_rejects
+        out.budget_spent |= tired
         if tired or (rejects.get(a, 0) >= budget and rejects.get(b, 0) >= budget):
             out.passed_over += 1
             continue

@@ -260,7 +260,10 @@ class DuplicateReport:
         rejected: of those, pairs it found to be distinct images (look-alikes).
         undecided: pairs it could not decide (a file missing or unreadable, an image
             thinner than a tile).
-        passed_over: pairs not looked at: both images had had enough pairs turned down.
+        passed_over: pairs not looked at (not grouped): both images had had enough pairs
+            turned down, or the run's budget of turned-down pairs was spent.
+        look_budget_spent: the run's budget of turned-down pairs was spent (every pair
+            after it was passed over).
         inferred: pairs kept (verified) because both images are confirmed copies of a
             third one.
         look_seconds: wall time of the second look (part of ``seconds``).
@@ -281,15 +284,28 @@ class DuplicateReport:
     passed_over: int = 0
     inferred: int = 0
     look_seconds: float = 0.0
+    look_budget_spent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``duplicates --json`` object: ``{"threshold", "images", "seconds", "groups"}``."""
-        return {
+        """The ``duplicates --json`` object: ``{"threshold", "images", "seconds", "groups"}``,
+        and ``"second_look"`` when it ran: what it looked at, and the pairs it passed over
+        (not grouped)."""
+        out: dict[str, Any] = {
             "threshold": self.threshold,
             "images": self.images,
             "seconds": round(self.seconds, 4),
             "groups": [g.to_dict() for g in self.groups],
         }
+        if self.second_look:
+            out["second_look"] = {
+                "looked": self.looked,
+                "rejected": self.rejected,
+                "undecided": self.undecided,
+                "inferred": self.inferred,
+                "passed_over": self.passed_over,
+                "budget_spent": self.look_budget_spent,
+            }
+        return out
 
 
 @dataclass(frozen=True)
