@@ -161,6 +161,27 @@ def test_look_alikes_cost_a_bounded_number_of_looks(tmp_path, letters):
         max_rejects=5,
     )  # fmt: skip
     assert capped.rejected == capped.looked == 5 and capped.passed_over == len(i) - 5
+    # When the budget can run out, the most similar pairs are looked at first, whatever
+    # their connected set (copies score highest).
+    seen: list[tuple[str, str]] = []
+
+    class Recording(Verifier):
+        def verdict(self, a, b):  # type: ignore[no-untyped-def]
+            seen.append((a, b))
+            return super().verdict(a, b)
+
+    # Two connected sets: letters 0-3 (cosines 0.95-0.96), letters 4-7 (0.98-0.99).
+    ai, aj = np.triu_indices(4, 1)
+    two = Pairs(
+        np.r_[ai, ai + 4].astype(np.int64), np.r_[aj, aj + 4].astype(np.int64),
+        np.r_[np.linspace(0.96, 0.95, 6), np.linspace(0.99, 0.98, 6)],
+    )  # fmt: skip
+    second_look(
+        two, lambda p: str(paths[p]), node=node, undecided_from=0.9, verifier=Recording(),
+        max_rejects=3,
+    )  # fmt: skip
+    top = np.argsort(-two.score)[:3]
+    assert seen == [(str(paths[two.i[k]]), str(paths[two.j[k]])) for k in top]
     assert capped.budget_spent and not looked.budget_spent
     assert look_budget(10_000) == 10_000 and look_budget(10) == MIN_LOOKS
 

@@ -97,7 +97,12 @@ def second_look(
         return out
     keep = np.zeros(len(pairs), dtype=bool)
     rejects: dict[int, int] = {}
-    for k in _order(pairs, node).tolist():
+    # When the run's budget can be spent before every pair is looked at, the most similar
+    # pairs come first whatever their connected set (copies score highest: 10,000 mosaics,
+    # budget 10,000, recall 0.41 in connected-set order); else one set after another.
+    spendable = max_rejects is not None and len(pairs) > max_rejects
+    order = np.argsort(-pairs.score, kind="stable") if spendable else _order(pairs, node)
+    for k in order.tolist():
         i, j = int(pairs.i[k]), int(pairs.j[k])
         a, b = int(node[i]), int(node[j])
         if a == b:
