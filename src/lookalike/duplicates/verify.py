@@ -45,6 +45,8 @@ decoded at a reduced scale); a file that cannot be read leaves the pair undecide
 
 from __future__ import annotations
 
+import functools
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -100,6 +102,7 @@ _ORB_MIN = 64
 _CACHE = 256
 
 
+@functools.cache
 def _cv2() -> Any:
     try:
         import cv2
@@ -110,16 +113,11 @@ def _cv2() -> Any:
             "the second look at duplicate pairs needs OpenCV: pip install "
             "'lookalike[verify]' (opencv-python-headless), or pass --no-verify"
         ) from e
-    if not _LOCAL_CV2:
-        # No OpenCV thread pool: a process forked after a second look (a mover killed and
-        # resumed, a worker) would wait forever on the pool's lock in the child (the
-        # suite's crash test hung so, #19); each look is small and runs on one thread.
-        cv2.setNumThreads(1)
-        _LOCAL_CV2.append(True)
+    # No OpenCV thread pool: a process forked after a second look (a mover killed and
+    # resumed, a worker) would wait forever on the pool's lock in the child (the suite's
+    # crash test hung so, #19); each look is small and runs on one thread.
+    cv2.setNumThreads(1)
     return cv2
-
-
-_LOCAL_CV2: list[bool] = []
 
 
 @dataclass
@@ -193,15 +191,13 @@ def _grey(rgb: Any) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def prepare(rgb: Any, page_source: Any = None) -> Look:
+def prepare(rgb: Any) -> Look:
     """A :class:`Look` at an RGB Pillow image or ``(h, w, 3)`` uint8 array; a page also
-    keeps a close copy, from ``page_source`` (a larger decode of the same file) if given
-    (:mod:`~lookalike.duplicates.pages`)."""
+    keeps a close copy (:mod:`~lookalike.duplicates.pages`)."""
     arr = _grey(rgb)
     look = Look(_resize_to(arr, SIDE), max(arr.shape[:2]))
     if looks_like_page(look.grey):
-        full = arr if page_source is None else _grey(page_source)
-        look.page = _resize_to(full, min(PAGE_SIDE, max(full.shape[:2])))
+        look.page = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
     return look
 
 
@@ -214,14 +210,22 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
         data = read_file(path, max_file_bytes=limits.max_file_bytes)
         first = open_rgb(data, limits=limits, draft_to=(SIDE, SIDE))
         look = prepare(first)
-        # A page is read closer: decoded again, larger, unless the first decode already
-        # was (no draft, a PNG: decoding a 6000x8000 page twice cost 1 s and 200 MB more).
-        if look.page is not None and max(first.size) < PAGE_SIDE:
-            big = open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE))
-            look = prepare(big, page_source=big)
+        # A page is read closer: decoded again, larger, when the first decode was reduced
+        # (a JPEG's draft; not a PNG, nor a page already whole: decoding a 6000x8000 page
+        # twice cost 1 s and 200 MB more).
+        if look.page is not None and max(first.size) < min(PAGE_SIDE, _longer_side(data)):
+            look = prepare(open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE)))
         return look
     except (DecodeFailure, OSError, ValueError):
         return None
+
+
+def _longer_side(data: bytes) -> int:
+    """The longer side of the image in ``data``, from its header (nothing decoded)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return max(im.size)
 
 
 # ------------------------------------------------------------------ aligned content
