@@ -9,6 +9,7 @@ Also: one folder under two paths (a bind mount, in a private mount namespace mad
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,9 +25,8 @@ from fakes import PixelEmbedder, photo
 from PIL import Image
 
 from lookalike import Index
-from lookalike.duplicates import transfer
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL (POSIX)")
 
 T = 0.98
 
@@ -70,30 +70,32 @@ def _open(db: Path) -> Index:
     return Index.open(db, embedder=PixelEmbedder(), workers=0)
 
 
-def _killed_at(n: int, fn) -> bool:
-    """Run ``fn`` in a forked child that SIGKILLs itself at its ``n``-th step; True when it
-    was killed (False: it finished first)."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 3
-        try:
-            seen = [0]
+CHILD = Path(__file__).with_name("crash_child.py")
 
-            def hook(name: str) -> None:
-                seen[0] += 1
-                if seen[0] == n:
-                    os.kill(os.getpid(), signal.SIGKILL)
 
-            transfer.STEP_HOOK = hook
-            fn()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == signal.SIGKILL
+def _killed_at(n: int, action: str, db: Path, dest: Path, **spec) -> bool:
+    """Run the mover (``action``: "move" or "undo") in a fresh interpreter that SIGKILLs
+    itself at its ``n``-th step, or where ``spec["kill"]`` says; True when it was killed
+    (False: it finished first)."""
+    spec = {
+        "action": action,
+        "db": str(db),
+        "dest": str(dest),
+        "threshold": T,
+        "kill": {"at": n},
+        **spec,
+    }
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run(
+        [sys.executable, str(CHILD), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if p.returncode == -signal.SIGKILL:
         return True
-    assert os.WEXITSTATUS(status) == 0, f"the child failed at step {n}"
+    assert p.returncode == 0, f"the child failed at step {n}: {p.stderr}"
     return False
 
 
@@ -159,7 +161,7 @@ def test_kill_the_mover_at_every_step_then_undo(tmp_path, two_roots):
     while True:
         steps += 1
         restore()
-        killed = _killed_at(steps, move)
+        killed = _killed_at(steps, "move", db, dest, moved=3)
         if not killed:
             break
         manifest = _undo_file(dest)
@@ -180,7 +182,7 @@ def test_kill_the_mover_at_every_step_then_undo(tmp_path, two_roots):
         undo_steps += 1
         restore()
         move()
-        if not _killed_at(undo_steps, undo):
+        if not _killed_at(undo_steps, "undo", db, dest):
             check(undo_steps)
             break
         undo()
@@ -203,18 +205,10 @@ def test_a_crash_between_listing_and_moving_never_mixes_two_roots_of_one_name(tm
         idx.update(a, b)  # two roots named "photos"
         groups = idx.duplicates(threshold=T, calibrate=False)
     b_cat = (b / "cat.jpg").read_bytes()
-    os.unlink(a / "cat.jpg")
-
-    def move() -> None:
-        def kill_after_b(name: str) -> None:
-            if name == "unlinked" and not (b / "cat.jpg").exists():
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        transfer.STEP_HOOK = kill_after_b
-        with _open(db) as idx:
-            idx.move_duplicates(groups, dest)
-
-    assert _killed_at(10_000, move)
+    assert sorted(len(g.members) for g in groups) == [2, 3]  # the listing holds A's cat.jpg
+    # The child lists the groups, then A's cat.jpg vanishes; it is killed once B's is moved.
+    kill = {"unlinked_gone": str(b / "cat.jpg")}
+    assert _killed_at(0, "move", db, dest, kill=kill, vanish=str(a / "cat.jpg"))
     with _open(db) as idx:
         report = idx.undo_duplicate_moves(_undo_file(dest))
     back = [dst for _, dst in report.moved]
@@ -233,12 +227,7 @@ def test_the_index_forgets_each_file_as_it_moves(tmp_path, two_roots):
         idx.update(a, b)  # two roots named "photos"
         images = idx.info()["images"]
 
-    def move() -> None:
-        transfer.STEP_HOOK = lambda name: name == "index" and os.kill(os.getpid(), signal.SIGKILL)
-        with _open(db) as idx:
-            idx.move_duplicates(idx.duplicates(threshold=T, calibrate=False), dest)
-
-    assert _killed_at(10_000, move)
+    assert _killed_at(0, "move", db, dest, kill={"name": "index"})
     with _open(db) as idx:
         assert idx.info()["images"] == images - 1
         total, rows = idx.images(0, 100)
