@@ -177,13 +177,87 @@ def test_look_alikes_cost_a_bounded_number_of_looks(tmp_path, letters):
         np.r_[np.linspace(0.96, 0.95, 6), np.linspace(0.99, 0.98, 6)],
     )  # fmt: skip
     second_look(
-        two, lambda p: str(paths[p]), node=node, undecided_from=0.9, verifier=Recording(),
-        max_rejects=3,
+        two, lambda p: str(paths[p]), node=node, undecided_from=0.9,
+        verifier=Recording(workers=1), max_rejects=3,
     )  # fmt: skip
     top = np.argsort(-two.score)[:3]
     assert seen == [(str(paths[two.i[k]]), str(paths[two.j[k]])) for k in top]
     assert capped.budget_spent and not looked.budget_spent
     assert look_budget(10_000) == 10_000 and look_budget(10) == MIN_LOOKS
+
+
+def test_looks_on_several_threads_decide_exactly_as_on_one(tmp_path):
+    # Letters with copies of some, every pair a candidate, both budgets binding: the
+    # threads look ahead of the order, but each outcome is applied in order, so what is
+    # kept, verified, looked at and passed over is the same as on one thread (#19).
+    found = lookalikes.letters(n=6, copies=2)
+    paths = list(found.write(tmp_path).values())
+    n = len(paths)
+    i, j = np.triu_indices(n, 1)
+    rng = np.random.default_rng(0)
+    pairs = Pairs(i.astype(np.int64), j.astype(np.int64), rng.uniform(0.9, 1.0, len(i)))
+    node = np.arange(n, dtype=np.int64)
+    threads: set[str] = set()
+
+    class Recording(Verifier):
+        def verdict(self, a, b):  # type: ignore[no-untyped-def]
+            threads.add(threading.current_thread().name)
+            return super().verdict(a, b)
+
+    def run(workers: int, **budgets: int) -> tuple:
+        out = second_look(
+            pairs, lambda p: str(paths[p]), node=node, undecided_from=0.95,
+            verifier=Recording(workers=workers), **budgets,
+        )  # fmt: skip
+        kept = sorted(zip(out.pairs.i.tolist(), out.pairs.j.tolist(), strict=True))
+        return kept, sorted(out.verified), out.looked, out.rejected, out.passed_over, out.inferred
+
+    for budgets in ({"budget": 3}, {"max_rejects": 7}, {}):
+        one = run(1, **budgets)
+        assert one[1], "the copies are confirmed"
+        assert run(3, **budgets) == one, budgets
+    assert len(threads) > 1  # the looks did run on several threads
+
+
+def test_a_file_two_threads_need_at_once_is_read_once(tmp_path, photos):
+    path = tmp_path / "cat.jpg"
+    photos["chelsea"].save(path)
+    reads: list[str] = []
+    gate = threading.Barrier(4)
+
+    def load(p):  # type: ignore[no-untyped-def]
+        reads.append(p)
+        return prepare(Image.open(p).convert("RGB"))
+
+    verifier = Verifier(load=load)
+
+    def look() -> None:
+        gate.wait()
+        assert verifier.look(str(path)) is not None
+
+    workers = [threading.Thread(target=look) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert reads == [str(path)]
+
+
+def test_prepared_images_are_kept_within_a_memory_bound(tmp_path, photos):
+    paths = []
+    for name, im in photos.items():
+        paths.append(tmp_path / f"{name}.jpg")
+        im.save(paths[-1])
+    one = Verifier().look(str(paths[0]))
+    assert one is not None
+    verifier = Verifier(cache_bytes=int(one.grey.nbytes * 2.5))  # room for two images
+    for p in paths:
+        verifier.look(str(p))
+    assert verifier.prepared == len(paths) and len(verifier._cache) <= 2
+    verifier.look(str(paths[-1]))  # still kept: not read again
+    verifier.look(str(paths[0]))  # pushed out: read again
+    assert verifier.prepared == len(paths) + 1
+    assert verifier._bytes <= int(one.grey.nbytes * 2.5)
 
 
 def test_undecided_pairs_keep_only_their_cosine_above_the_plain_threshold(tmp_path):

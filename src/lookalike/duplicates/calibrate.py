@@ -410,11 +410,8 @@ def _label(
     uncertain = np.zeros(len(scores), dtype=bool)
     chosen = [k for k in np.argsort(-scores)[:LABELLED].tolist() if scores[k] >= FLOOR]
     paths = paths_of([int(ids[k]) for k in chosen]) if chosen else {}
-    for k in chosen:
-        other = paths.get(int(ids[k]))
-        if other is None:
-            continue
-        verdict = verifier.verdict(path, other)
+    todo = [(k, paths[int(ids[k])]) for k in chosen if int(ids[k]) in paths]
+    for (k, _), verdict in zip(todo, verifier.many([(path, o) for _, o in todo]), strict=True):
         if verdict.copy is None:
             continue
         labels[k] = int(verdict.copy)

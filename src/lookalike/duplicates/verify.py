@@ -50,6 +50,7 @@ import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -98,8 +99,13 @@ MIN_INLIERS = 10
 FEATURES = 1000
 #: Thinner images (pixels, at the size features are found at) have no ORB features.
 _ORB_MIN = 64
-#: Prepared images kept (~0.5 MB each).
-_CACHE = 256
+#: Bytes of prepared images kept (a photo's look is ~0.5 MB once its features are found,
+#: a page's up to 1.5 MB): ~1,000 photos. In the most-similar-first order a run budget
+#: needs, 18,979 candidate pairs of 10,000 mosaics prepared 32,587 images with 256 kept,
+#: 20,842 with 1,024 (#19).
+CACHE_BYTES = 512 << 20
+#: Threads looking at pairs at once, at most (OpenCV runs each look on one thread).
+MAX_WORKERS = 8
 
 
 @functools.cache
@@ -554,42 +560,111 @@ def _too_thin(a: Look, b: Look) -> bool:
 
 
 class Verifier:
-    """Second looks at pairs of files, each file read and prepared once (a small cache).
+    """Second looks at pairs of files, each file read and prepared once while it stays in
+    a cache of :data:`CACHE_BYTES` (least recently used out first). Safe to call from
+    several threads: a file two threads need at once is read once.
 
     Args:
         limits: decode limits (``None``: the defaults).
         load: path -> :class:`Look` or ``None`` (default: :func:`look_at_file`).
+        cache_bytes: the cache's bound.
+        workers: threads that look at pairs at once (:meth:`many`,
+            :func:`~lookalike.duplicates.second_look.second_look`); ``None``: one per usable
+            core, at most :data:`MAX_WORKERS`.
     """
 
     def __init__(
-        self, limits: Any = None, load: Callable[[str | bytes], Look | None] | None = None
+        self,
+        limits: Any = None,
+        load: Callable[[str | bytes], Look | None] | None = None,
+        cache_bytes: int = CACHE_BYTES,
+        workers: int | None = None,
     ) -> None:
+        from .._cpu import usable_cores
+
+        self.workers = max(1, workers if workers is not None else min(usable_cores(), MAX_WORKERS))
         self._load = load or (lambda p: look_at_file(p, limits))
-        self._cache: OrderedDict[str | bytes, Look | None] = OrderedDict()
+        self._cache: OrderedDict[str | bytes, tuple[Look | None, int]] = OrderedDict()
+        self._bytes = 0
+        self._limit = cache_bytes
+        self._lock = threading.Lock()
+        self._loading: dict[str | bytes, threading.Event] = {}
         self.looked = 0
+        self.prepared = 0
 
     def remember(self, path: str | bytes, look: Look) -> None:
         """Use ``look`` for ``path`` (an image already decoded elsewhere)."""
-        self._cache[path] = look
-        if len(self._cache) > _CACHE:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._put(path, look)
+
+    def _put(self, path: str | bytes, look: Look | None) -> None:
+        old = self._cache.pop(path, None)
+        if old is not None:
+            self._bytes -= old[1]
+        size = _nbytes(look)
+        self._cache[path] = (look, size)
+        self._bytes += size
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self._limit and len(self._cache) > 1:
+            _, (_, gone) = self._cache.popitem(last=False)
+            self._bytes -= gone
 
     def look(self, path: str | bytes) -> Look | None:
-        if path in self._cache:
-            self._cache.move_to_end(path)
-            return self._cache[path]
-        found = self._load(path)
-        self._cache[path] = found
-        if len(self._cache) > _CACHE:
-            self._cache.popitem(last=False)
-        return found
+        """``path`` prepared (``None``: it cannot be read)."""
+        while True:
+            with self._lock:
+                if path in self._cache:
+                    self._cache.move_to_end(path)
+                    return self._cache[path][0]
+                busy = self._loading.get(path)
+                if busy is None:
+                    done = self._loading[path] = threading.Event()
+                    break
+            busy.wait()  # another thread reads it; then take it from the cache
+        found = None
+        try:
+            found = self._load(path)
+            return found
+        finally:
+            with self._lock:
+                self.prepared += 1
+                self._put(path, found)
+                del self._loading[path]
+            done.set()
 
     def verdict(self, a: str | bytes, b: str | bytes) -> Verdict:
         la, lb = self.look(a), self.look(b)
         if la is None or lb is None:
             return Verdict(None, how="unreadable")
-        self.looked += 1
-        return compare_looks(la, lb)
+        verdict = compare_looks(la, lb)
+        with self._lock:
+            self.looked += 1
+            # Features and sizes are made on use: count them once the look has them.
+            for path, look in ((a, la), (b, lb)):
+                if path in self._cache:
+                    size = _nbytes(look)
+                    self._bytes += size - self._cache[path][1]
+                    self._cache[path] = (look, size)
+            self._evict()
+        return verdict
 
-    def many(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        return [self.verdict(a, b) for a, b in pairs]
+    def many(self, pairs: Sequence[tuple[str | bytes, str | bytes]]) -> list[Verdict]:
+        """The verdicts of ``pairs``, in order, looked at on :attr:`workers` threads."""
+        if self.workers <= 1 or len(pairs) <= 1:
+            return [self.verdict(a, b) for a, b in pairs]
+        with ThreadPoolExecutor(min(self.workers, len(pairs))) as pool:
+            return list(pool.map(lambda p: self.verdict(*p), pairs))
+
+
+def _nbytes(look: Look | None) -> int:
+    """Memory a prepared image holds (its arrays; a few hundred bytes of bookkeeping)."""
+    if look is None:
+        return 256
+    size = look.grey.nbytes + 512
+    size += look.page.nbytes if look.page is not None else 0
+    size += sum(a.nbytes for a in list(look.sizes.values()))
+    for pts, desc in list(look.features.values()):
+        size += pts.nbytes + (desc.nbytes if desc is not None else 0)
+    return size
