@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
+import warnings
 
 import lookalikes
 import numpy as np
@@ -17,7 +19,7 @@ from lookalike.demo.samples import EDITS, load_originals
 from lookalike.duplicates.calibrate import MIN_LOOKS, look_budget
 from lookalike.duplicates.candidates import Pairs
 from lookalike.duplicates.second_look import second_look
-from lookalike.duplicates.verify import Verifier, compare_looks, prepare
+from lookalike.duplicates.verify import Look, Verdict, Verifier, compare_looks, prepare
 
 
 def same(a: Image.Image, b: Image.Image) -> bool | None:
@@ -186,6 +188,31 @@ def test_look_alikes_cost_a_bounded_number_of_looks(tmp_path, letters):
     assert look_budget(10_000) == 10_000 and look_budget(10) == MIN_LOOKS
 
 
+@pytest.mark.parametrize("name", ["coffee", "astronaut", "rocket", "coins"])
+def test_two_mosaics_sharing_one_quarter_are_not_copies(name):
+    # (#19) 10,000 mosaics of crops of the sample photos: two that share one photo's
+    # quarter, the other quarters flat, were called copies (aligned on that quarter, the
+    # flat rest has nothing to disagree with; the overlap covers just over half).
+    photo = load_originals([name])[name]
+    w, h = photo.size
+    box = (w // 4, h // 4, w // 4 + w // 3, h // 4 + h // 4)
+    wider = (box[0] - w // 30, box[1] - w // 30, box[2] + w // 30, box[3] + w // 30)
+
+    def mosaic(crop: tuple[int, int, int, int], where: int, greys: list[int]) -> Image.Image:
+        canvas = Image.new("RGB", (384, 288))
+        for q in range(4):
+            tile = Image.new("RGB", (192, 144), (greys[q],) * 3)
+            tile = photo.crop(crop).resize((192, 144)) if q == where else tile
+            canvas.paste(tile, (192 * (q % 2), 144 * (q // 2)))
+        return canvas
+
+    a = mosaic(box, 2, [110, 150, 0, 90])
+    b = mosaic(wider, 3, [60, 130, 170, 0])
+    assert not same(a, b) and not same(b, a)
+    # The quarter itself, cropped wider and re-saved, is still a copy of the mosaic's.
+    assert same(photo.crop(box).resize((192, 144)), photo.crop(wider).resize((220, 165))) is True
+
+
 def test_looks_on_several_threads_decide_exactly_as_on_one(tmp_path):
     # Letters with copies of some, every pair a candidate, both budgets binding: the
     # threads look ahead of the order, but each outcome is applied in order, so what is
@@ -258,6 +285,75 @@ def test_prepared_images_are_kept_within_a_memory_bound(tmp_path, photos):
     verifier.look(str(paths[0]))  # pushed out: read again
     assert verifier.prepared == len(paths) + 1
     assert verifier._bytes <= int(one.grey.nbytes * 2.5)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _flat_look() -> Look:
+    return Look(np.full((64, 64), 128, np.uint8), 64)
+
+
+def test_a_load_that_fails_ends_the_run_alike_on_one_thread_and_on_several():
+    # (review, #19) Pairs most similar first: (A, X), then (B, C) turned down, which spends
+    # the run's budget, then (X, D). Reading X raises (not an unreadable file: a bug, a
+    # MemoryError). On several threads X's failure was remembered as "unreadable": (A, X)
+    # was kept on its cosine and the run went on, where one thread raised.
+    def load(path):  # type: ignore[no-untyped-def]
+        if path == "A":
+            time.sleep(0.2)  # a slow file: its thread reaches X last
+        if path == "X":
+            raise Boom("cannot read X")
+        return _flat_look()
+
+    class Scripted(Verifier):
+        def verdict(self, a, b):  # type: ignore[no-untyped-def]
+            if {a, b} == {"B", "C"}:
+                return Verdict(False, how="orb")
+            return super().verdict(a, b)
+
+    names = ["A", "X", "B", "C", "D"]
+    pairs = Pairs(np.array([0, 2, 1]), np.array([1, 3, 4]), np.array([0.99, 0.98, 0.97]))
+    for workers in (1, 4):
+        with pytest.raises(Boom):
+            second_look(
+                pairs, lambda p: names[p], node=np.arange(5), undecided_from=0.9,
+                verifier=Scripted(load=load, workers=workers), max_rejects=1,
+            )  # fmt: skip
+    # A failed read is not remembered: asked again, the file is read again.
+    verifier = Verifier(load=load)
+    with pytest.raises(Boom):
+        verifier.look("X")
+    verifier._load = lambda p: _flat_look()  # the cause went away
+    assert verifier.look("X") is not None
+
+
+def test_a_loader_that_returns_no_look_never_leaves_a_file_waiting_forever():
+    verifier = Verifier(load=lambda p: object())  # type: ignore[arg-type,return-value]
+    for _ in range(2):  # the second ask does not wait on the first one's read
+        with pytest.raises(TypeError):
+            verifier.look("P")
+
+
+def test_a_large_page_is_read_within_the_projects_limits_not_pillows(tmp_path, monkeypatch):
+    # (review, #19) The second look read a page's size from its header with Pillow's own
+    # limits: a 179 MP page the index accepts (limit 180 MP) raised Pillow's
+    # DecompressionBombError out of `lookalike duplicates`. Here Pillow's limit is made
+    # small instead of the page large.
+    from PIL import Image as PILImage
+
+    from lookalike.decode import DecodeLimits
+    from lookalike.duplicates.verify import look_at_file
+
+    page = lookalikes.letters(n=1, copies=0).images["letter000"].resize((1700, 2200))
+    path = tmp_path / "page.jpg"
+    page.save(path, quality=90)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a warning printed by the core
+        look = look_at_file(str(path), DecodeLimits(max_pixels=10_000_000))
+    assert look is not None and look.page is not None and max(look.page.shape) == 1024
 
 
 def test_undecided_pairs_keep_only_their_cosine_above_the_plain_threshold(tmp_path):

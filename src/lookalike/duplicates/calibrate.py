@@ -319,8 +319,9 @@ def calibrate(
         twice = compound_copies(im, rng)
         confirmed: dict[str, bool] = {}
         if looking:  # the second look at each copy, against the image it was made from
+            # (Not remembered for the labelling below: that reads the file as a run
+            # does, so a label never depends on what the cache still held.)
             look = prepare(im)
-            verifier.remember(path, look)
             confirmed = {n: bool(compare_looks(look, prepare(c)).copy) for n, c in copies + twice}
         once, two = [n for n, _ in copies], [n for n, _ in twice]
         used.append((image_id, path, vector, once, two, confirmed))

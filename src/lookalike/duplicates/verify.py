@@ -46,7 +46,6 @@ decoded at a reduced scale); a file that cannot be read leaves the pair undecide
 from __future__ import annotations
 
 import functools
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -78,7 +77,11 @@ MIN_AGREE = 0.6
 #: ... no connected patch of disagreeing tiles larger than this share ...
 MAX_BLOB = 0.10
 #: ... and the overlap covers this share of one of the images (geometry found by features).
-MIN_COVER = 0.5
+#: Two mosaics sharing one photo's quarter, the rest flat, overlap by 0.51-0.58 once
+#: aligned on it (13 such pairs among 18,979 candidates of 10,000 mosaics, called
+#: copies at 0.5, #19); copies confirmed on the copy sets overlap by 0.61 (two crops of
+#: one photo) to 1.
+MIN_COVER = 0.6
 #: Pages (step 4): at least this share of the tiles is blank paper (flat, at least
 #: :data:`PAPER` grey) in both images ...
 DOC_PAPER = 0.25
@@ -97,6 +100,13 @@ DOC_DIFFER = 0.02
 MIN_INLIERS = 10
 #: ORB features per image.
 FEATURES = 1000
+#: A pair is matched in full only when the :data:`PRE_FEATURES` strongest features of
+#: each image hold at least :data:`PRE_MATCHES` matches (at one size, mirrored or not).
+#: Measured in #19: every copy the full matching confirmed had 29 or more; three
+#: quarters of the distinct pairs on the copy sets had fewer than 16, and were turned
+#: down at a sixth of the matching's cost. It only ever turns pairs down.
+PRE_FEATURES = 400
+PRE_MATCHES = 16
 #: Thinner images (pixels, at the size features are found at) have no ORB features.
 _ORB_MIN = 64
 #: Bytes of prepared images kept (a photo's look is ~0.5 MB once its features are found,
@@ -210,6 +220,7 @@ def prepare(rgb: Any) -> Look:
 def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
     """Read and prepare one file with the project's decoder; ``None`` when it cannot."""
     from ..decode import DecodeFailure, DecodeLimits, open_rgb, read_file
+    from ..decode.image import REDUCED
 
     limits = limits or DecodeLimits()
     try:
@@ -217,21 +228,15 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
         first = open_rgb(data, limits=limits, draft_to=(SIDE, SIDE))
         look = prepare(first)
         # A page is read closer: decoded again, larger, when the first decode was reduced
-        # (a JPEG's draft; not a PNG, nor a page already whole: decoding a 6000x8000 page
-        # twice cost 1 s and 200 MB more).
-        if look.page is not None and max(first.size) < min(PAGE_SIDE, _longer_side(data)):
+        # (a JPEG's draft) below the close size; not a PNG, nor a page already whole
+        # (decoding a 6000x8000 page twice cost 1 s and 200 MB more). The decoder says
+        # so: reading the size from the header here, outside its limits, let Pillow's
+        # own pixel limit raise on a 179 MP page the index had accepted (review, #19).
+        if look.page is not None and first.info.get(REDUCED) and max(first.size) < PAGE_SIDE:
             look = prepare(open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE)))
         return look
     except (DecodeFailure, OSError, ValueError):
         return None
-
-
-def _longer_side(data: bytes) -> int:
-    """The longer side of the image in ``data``, from its header (nothing decoded)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return max(im.size)
 
 
 # ------------------------------------------------------------------ aligned content
@@ -413,6 +418,10 @@ def _features(look: Look, side: int, mirrored: bool) -> tuple[np.ndarray, Any]:
         # ORB finds nothing within its border (31 px) and OpenCV fails on an image only a
         # few pixels thin (its pyramid shrinks a side to 0): no features then.
         kps, desc = _orb().detectAndCompute(img, None) if min(img.shape) >= _ORB_MIN else ((), None)
+        # Strongest first (the quick test before full matching takes the first ones).
+        strongest = np.argsort([-k.response for k in kps], kind="stable")
+        kps = [kps[k] for k in strongest.tolist()]
+        desc = desc[strongest] if desc is not None else None
         pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
         if mirrored:
             pts[:, 0] = img.shape[1] - 1 - pts[:, 0]
@@ -454,8 +463,7 @@ def _geometries_at(
     pb, db = _features(b, side, mirrored)
     if da is None or db is None or len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
         return []
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(db, da, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    good = _matches(db, da)
     if len(good) < MIN_INLIERS:
         return []
     src = pb[[g.queryIdx for g in good]]
@@ -481,6 +489,27 @@ def _geometries_at(
         if _plausible(model, b.grey.shape, mirrored):
             out.append((kind, model, count))
     return out
+
+
+def _matches(query: Any, train: Any) -> list[Any]:
+    """Matches of ``query``'s descriptors among ``train``'s that pass Lowe's ratio test."""
+    pairs = _cv2().BFMatcher(_cv2().NORM_HAMMING).knnMatch(query, train, k=2)
+    return [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+
+
+def _worth_matching(a: Look, b: Look) -> bool:
+    """Whether the strongest features of ``a`` and ``b`` match often enough (at
+    :data:`SIDE` or half of it, ``b`` mirrored or not) for full matching (see
+    :data:`PRE_MATCHES`)."""
+    for side in (SIDE, SIDE // 2):
+        da = _features(a, side, False)[1]
+        for mirrored in (False, True):
+            db = _features(b, side, mirrored)[1]
+            if da is None or db is None or min(len(da), len(db)) < 2:
+                continue
+            if len(_matches(db[:PRE_FEATURES], da[:PRE_FEATURES])) >= PRE_MATCHES:
+                return True
+    return False
 
 
 def _plausible(h: np.ndarray, shape: tuple[int, ...], mirrored: bool) -> bool:
@@ -517,7 +546,8 @@ def compare_looks(a: Look, b: Look) -> Verdict:
     flat = float(a.at(64).std()) < FLAT and float(b.at(64).std()) < FLAT
     if abs(np.log((wa / ha) / (wb / hb))) < 0.08 or flat:
         tries += [("framing", False), ("framing", True)]
-    tries += [("orb", False), ("orb", True)]
+    if _worth_matching(a, b):
+        tries += [("orb", False), ("orb", True)]
     compared = thin = False
     for how, mirrored in tries:
         if how == "framing":
@@ -601,7 +631,7 @@ class Verifier:
         old = self._cache.pop(path, None)
         if old is not None:
             self._bytes -= old[1]
-        size = _nbytes(look)
+        size = _nbytes(look) + len(path) + 128  # the key and its entry
         self._cache[path] = (look, size)
         self._bytes += size
         self._evict()
@@ -612,7 +642,8 @@ class Verifier:
             self._bytes -= gone
 
     def look(self, path: str | bytes) -> Look | None:
-        """``path`` prepared (``None``: it cannot be read)."""
+        """``path`` prepared (``None``: it cannot be read). An error other than an
+        unreadable file is raised to every caller that asks, never remembered."""
         while True:
             with self._lock:
                 if path in self._cache:
@@ -622,16 +653,16 @@ class Verifier:
                 if busy is None:
                     done = self._loading[path] = threading.Event()
                     break
-            busy.wait()  # another thread reads it; then take it from the cache
-        found = None
+            busy.wait()  # another thread reads it: then take it from the cache, or read
         try:
             found = self._load(path)
-            return found
-        finally:
             with self._lock:
                 self.prepared += 1
                 self._put(path, found)
-                del self._loading[path]
+            return found
+        finally:
+            with self._lock:
+                self._loading.pop(path, None)
             done.set()
 
     def verdict(self, a: str | bytes, b: str | bytes) -> Verdict:
@@ -644,7 +675,7 @@ class Verifier:
             # Features and sizes are made on use: count them once the look has them.
             for path, look in ((a, la), (b, lb)):
                 if path in self._cache:
-                    size = _nbytes(look)
+                    size = _nbytes(look) + len(path) + 128
                     self._bytes += size - self._cache[path][1]
                     self._cache[path] = (look, size)
             self._evict()
@@ -662,6 +693,8 @@ def _nbytes(look: Look | None) -> int:
     """Memory a prepared image holds (its arrays; a few hundred bytes of bookkeeping)."""
     if look is None:
         return 256
+    if not isinstance(look, Look):
+        raise TypeError(f"a loader returned {type(look).__name__}, not a Look")
     size = look.grey.nbytes + 512
     size += look.page.nbytes if look.page is not None else 0
     size += sum(a.nbytes for a in list(look.sizes.values()))
