@@ -77,11 +77,11 @@ MIN_AGREE = 0.6
 #: ... no connected patch of disagreeing tiles larger than this share ...
 MAX_BLOB = 0.10
 #: ... and the overlap covers this share of one of the images (geometry found by features).
-#: Two mosaics sharing one photo's quarter, the rest flat, overlap by 0.51-0.58 once
-#: aligned on it (13 such pairs among 18,979 candidates of 10,000 mosaics, called
-#: copies at 0.5, #19); copies confirmed on the copy sets overlap by 0.61 (two crops of
-#: one photo) to 1.
-MIN_COVER = 0.6
+#: Two crops of one photo overlap by 0.52 and more; so do two mosaics sharing one photo's
+#: quarter with the rest flat (0.51-0.58, called copies: a known limit, #19): the overlap
+#: cannot tell them apart, nor can the flat tiles' brightness (a colour edit changes it
+#: as much).
+MIN_COVER = 0.5
 #: Pages (step 4): at least this share of the tiles is blank paper (flat, at least
 #: :data:`PAPER` grey) in both images ...
 DOC_PAPER = 0.25
@@ -100,13 +100,6 @@ DOC_DIFFER = 0.02
 MIN_INLIERS = 10
 #: ORB features per image.
 FEATURES = 1000
-#: A pair is matched in full only when the :data:`PRE_FEATURES` strongest features of
-#: each image hold at least :data:`PRE_MATCHES` matches (at one size, mirrored or not).
-#: Measured in #19: every copy the full matching confirmed had 29 or more; three
-#: quarters of the distinct pairs on the copy sets had fewer than 16, and were turned
-#: down at a sixth of the matching's cost. It only ever turns pairs down.
-PRE_FEATURES = 400
-PRE_MATCHES = 16
 #: Thinner images (pixels, at the size features are found at) have no ORB features.
 _ORB_MIN = 64
 #: Bytes of prepared images kept (a photo's look is ~0.5 MB once its features are found,
@@ -148,7 +141,7 @@ class Look:
         shape: ``(h, w)`` of the :data:`SIDE` frame: geometries and feature points are in
             its pixels.
         features: ``(side, mirrored) -> (points float32 (n, 2), ORB descriptors)``, found
-            at that size (points in the ``shape`` frame), made on use, strongest first.
+            at that size (points in the ``shape`` frame), made on use.
         sizes: ``longer side -> grey`` at that size, made on use.
         page: when the image looks like a page (:mod:`~lookalike.duplicates.pages`), its
             grey at up to :data:`~lookalike.duplicates.pages.PAGE_SIDE` pixels.
@@ -174,18 +167,21 @@ class Look:
         return self.sizes[side]
 
     def settle(self) -> Look:
-        """Find every feature a look may need now, then keep the grey only at the size it
-        is compared at: half the memory (~250 KB a photo), so twice as many images stay
-        in the :class:`Verifier`'s cache (10,000 mosaics: 10,122 images prepared with
-        1,000 kept, 6,031 with 2,000, #19). Returns itself."""
-        if max(self.grey.shape) != max(self.shape):
-            return self  # settled already
-        for side in (SIDE, SIDE // 2):
-            for mirrored in (False, True):
-                _features(self, side, mirrored)
+        """Find the features every look at this image needs (:data:`SIDE`, mirrored or
+        not), then keep the grey only at the sizes still needed: the one it is compared at
+        (:data:`COMPARE` at most), half :data:`SIDE` (features of a blurred copy, found on
+        use) and 64 px (flatness). About half the memory, so twice as many photos stay in
+        the :class:`Verifier`'s cache (10,000 mosaics: 10,122 images prepared with 1,000
+        kept, 6,031 with 2,000, #19). Pages keep their grey whole (resized twice, 512 ->
+        384 -> a small partner's size, a page's thin strokes moved its agreement by up to
+        0.14 and two distinct forms became copies: review, #19). Returns itself."""
+        if self.page is not None or max(self.grey.shape) != max(self.shape):
+            return self  # a page, or settled already
+        for mirrored in (False, True):
+            _features(self, SIDE, mirrored)
         keep = min(COMPARE, self.native, max(self.shape))
-        small, flat = self.at(max(4 * TILE, keep)), self.at(64)  # compared at; flatness
-        self.sizes = {64: flat}
+        small = self.at(max(4 * TILE, keep))
+        self.sizes = {side: self.at(side) for side in (SIDE // 2, 64)}
         self.grey = small
         return self
 
@@ -444,10 +440,6 @@ def _features(look: Look, side: int, mirrored: bool) -> tuple[np.ndarray, Any]:
         # ORB finds nothing within its border (31 px) and OpenCV fails on an image only a
         # few pixels thin (its pyramid shrinks a side to 0): no features then.
         kps, desc = _orb().detectAndCompute(img, None) if min(img.shape) >= _ORB_MIN else ((), None)
-        # Strongest first (the quick test before full matching takes the first ones).
-        strongest = np.argsort([-k.response for k in kps], kind="stable")
-        kps = [kps[k] for k in strongest.tolist()]
-        desc = desc[strongest] if desc is not None else None
         pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
         if mirrored:
             pts[:, 0] = img.shape[1] - 1 - pts[:, 0]
@@ -523,21 +515,6 @@ def _matches(query: Any, train: Any) -> list[Any]:
     return [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
 
 
-def _worth_matching(a: Look, b: Look) -> bool:
-    """Whether the strongest features of ``a`` and ``b`` match often enough (at
-    :data:`SIDE` or half of it, ``b`` mirrored or not) for full matching (see
-    :data:`PRE_MATCHES`)."""
-    for side in (SIDE, SIDE // 2):
-        da = _features(a, side, False)[1]
-        for mirrored in (False, True):
-            db = _features(b, side, mirrored)[1]
-            if da is None or db is None or min(len(da), len(db)) < 2:
-                continue
-            if len(_matches(db[:PRE_FEATURES], da[:PRE_FEATURES])) >= PRE_MATCHES:
-                return True
-    return False
-
-
 def _plausible(h: np.ndarray, shape: tuple[int, ...], mirrored: bool) -> bool:
     """A geometry an edit can make: orientation kept (reversed for a mirror image), scale
     within 1/8-8, little perspective (a folded warp is a coincidence of matches)."""
@@ -572,8 +549,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
     flat = float(a.at(64).std()) < FLAT and float(b.at(64).std()) < FLAT
     if abs(np.log((wa / ha) / (wb / hb))) < 0.08 or flat:
         tries += [("framing", False), ("framing", True)]
-    if _worth_matching(a, b):
-        tries += [("orb", False), ("orb", True)]
+    tries += [("orb", False), ("orb", True)]
     compared = thin = False
     for how, mirrored in tries:
         if how == "framing":
@@ -700,9 +676,10 @@ class Verifier:
             self.looked += 1
             # Features and sizes are made on use: count them once the look has them.
             for path, look in ((a, la), (b, lb)):
-                if path in self._cache:
+                held = self._cache.get(path)
+                if held is not None and held[0] is look:  # not one read again since
                     size = _nbytes(look) + len(path) + 128
-                    self._bytes += size - self._cache[path][1]
+                    self._bytes += size - held[1]
                     self._cache[path] = (look, size)
             self._evict()
         return verdict
