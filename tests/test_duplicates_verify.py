@@ -248,6 +248,34 @@ def test_a_small_crop_of_a_photo_is_a_copy(name, box):
     assert same(photo, _jpeg(crop)) is True
 
 
+def test_a_settled_page_is_judged_as_it_was_read(photos):
+    # (review, #19) Settling keeps a photo's grey only at its comparison size; a page's
+    # grey resized twice (512 -> 384 -> a 25% partner's size) moved its agreement by up to
+    # 0.14, and two distinct forms became copies. Pages keep their grey whole.
+    forms = lookalikes.forms(n=12, copies=3, filled=8)
+    invoices = lookalikes.invoices(n=10, copies=2)
+
+    def quarter(im: Image.Image) -> Image.Image:
+        return _jpeg(im.resize((im.width // 4, im.height // 4), Image.Resampling.LANCZOS))
+
+    pairs = [
+        (_jpeg(forms.images["form002_rescan"]), quarter(forms.images["form000"])),  # distinct
+        (_jpeg(invoices.images["invoice001_rescan"]), quarter(invoices.images["invoice001"])),
+    ]
+    for a, b in pairs:
+        plain = compare_looks(prepare(a), prepare(b))
+        settled = compare_looks(prepare(a).settle(), prepare(b).settle())
+        assert (settled.copy, settled.agree, settled.how) == (plain.copy, plain.agree, plain.how)
+    assert compare_looks(prepare(pairs[0][0]).settle(), prepare(pairs[0][1]).settle()).copy is False
+    # A photo settles: less memory, the same verdict against its copy.
+    cat = prepare(photos["chelsea"])
+    size = cat.grey.nbytes
+    crop = prepare(_jpeg(photos["chelsea"].crop((40, 30, 400, 280))))
+    assert compare_looks(cat, crop).copy is True
+    assert compare_looks(prepare(photos["chelsea"]).settle(), crop).copy is True
+    assert prepare(photos["chelsea"]).settle().grey.nbytes < size
+
+
 def test_looks_on_several_threads_decide_exactly_as_on_one(tmp_path):
     # Letters with copies of some, every pair a candidate, both budgets binding: the
     # threads look ahead of the order, but each outcome is applied in order, so what is
