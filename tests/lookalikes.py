@@ -148,6 +148,17 @@ def _jpeg(im: Image.Image, quality: int) -> Image.Image:
         return out.convert("RGB")
 
 
+def _rescan_and_shrink(
+    out: LabelledSet, stem: str, page: Image.Image, rng: random.Random,
+    size: tuple[int, int], resample: Image.Resampling,
+) -> None:  # fmt: skip
+    """Two copies of ``out``'s page ``stem``: ``page`` scanned again, and the scan shrunk
+    to ``size`` and re-saved as JPEG 40."""
+    out.add(f"{stem}_rescan", _scan(page, rng), stem)
+    small = out.images[stem].resize(size, resample)
+    out.add(f"{stem}_q40", _jpeg(small, 40), stem)
+
+
 def _scan(page: Image.Image, rng: random.Random) -> Image.Image:
     """A page as a scanner sees it: paper tone, a slight turn and shift, noise."""
     angle = rng.uniform(-1.2, 1.2)
@@ -222,9 +233,7 @@ def letters(n: int = 30, copies: int = 3, seed: int = 0) -> LabelledSet:
         stem = f"letter{k:03d}"
         out.add(stem, _scan(page, rng))
         if k < copies:
-            out.add(f"{stem}_rescan", _scan(page, rng), stem)
-            small = out.images[stem].resize((465, 658), Image.Resampling.BILINEAR)
-            out.add(f"{stem}_q40", _jpeg(small, 40), stem)
+            _rescan_and_shrink(out, stem, page, rng, (465, 658), Image.Resampling.BILINEAR)
     return out
 
 
@@ -360,9 +369,8 @@ def forms(n: int = 16, copies: int = 2, filled: int = 4, seed: int = 0) -> Label
         out.add(stem, form(seed * 1000 + k, filled))
         if k < copies:
             rng = random.Random(f"{seed}:form-rescan:{k}")
-            out.add(f"{stem}_rescan", _scan(out.images[stem], rng), stem)
-            small = out.images[stem].resize((465, 658), Image.Resampling.BILINEAR)
-            out.add(f"{stem}_q40", _jpeg(small, 40), stem)
+            page = out.images[stem]
+            _rescan_and_shrink(out, stem, page, rng, (465, 658), Image.Resampling.BILINEAR)
     return out
 
 
@@ -412,9 +420,7 @@ def invoices(n: int = 12, copies: int = 2, seed: int = 0) -> LabelledSet:
         stem = f"invoice{k:03d}"
         out.add(stem, _scan(page, rng))
         if k < copies:
-            out.add(f"{stem}_rescan", _scan(page, rng), stem)
-            small = out.images[stem].resize((480, 660), Image.Resampling.LANCZOS)
-            out.add(f"{stem}_q40", _jpeg(small, 40), stem)
+            _rescan_and_shrink(out, stem, page, rng, (480, 660), Image.Resampling.LANCZOS)
     return out
 
 

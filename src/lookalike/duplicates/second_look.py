@@ -22,7 +22,9 @@ costs at most that many looks per image, and a real group of copies is looked at
 And in all: once ``max_rejects`` pairs were turned down (the calibration's budget, one per
 image or 2,000: its estimate from 60 samples can be off, 18,036 look-alikes turned down in
 a 10,000-image collection where it planned 10,000, #19), the remaining pairs are passed
-over too, most similar pairs of each connected set having come first.
+over too. Pairs are taken one connected set of images after another (their prepared
+images stay in the cache), most similar first within each; when that budget can run
+out, the most similar pairs come first whatever their set (copies score highest).
 
 Looks run on ``workers`` threads (OpenCV and NumPy let go of Python's lock while they
 work), ahead of the order above; each pair's outcome is applied in that order, so the
@@ -95,7 +97,7 @@ def second_look(
         node: int64 ``(n,)``: each position's group node (byte-identical files share one;
             their pairs are kept as they are, the grouping merges them).
         undecided_from: cosine from which a pair the second look cannot decide is kept.
-        verifier: the second look (holds a small cache of prepared images).
+        verifier: the second look (holds a cache of prepared images).
         budget: rejections per image before its pairs are passed over.
         max_rejects: rejections in all before every remaining pair is passed over
             (``None``: no such bound).

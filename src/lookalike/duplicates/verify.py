@@ -102,10 +102,10 @@ MIN_INLIERS = 10
 FEATURES = 1000
 #: Thinner images (pixels, at the size features are found at) have no ORB features.
 _ORB_MIN = 64
-#: Bytes of prepared images kept (a photo's look is ~0.5 MB once its features are found,
-#: a page's up to 1.5 MB): ~1,000 photos. In the most-similar-first order a run budget
-#: needs, 18,979 candidate pairs of 10,000 mosaics prepared 32,587 images with 256 kept,
-#: 20,842 with 1,024 (#19).
+#: Bytes of prepared images kept (a settled photo ~0.3 MB with its features, a page up
+#: to 1.5 MB): ~1,700 photos. In the most-similar-first order a run budget needs, 18,979
+#: candidate pairs of 10,000 mosaics prepared 32,587 images with 256 kept, 20,842 with
+#: 1,024 (#19).
 CACHE_BYTES = 512 << 20
 #: Threads looking at pairs at once, at most (OpenCV runs each look on one thread).
 MAX_WORKERS = 8
@@ -122,9 +122,10 @@ def _cv2() -> Any:
             "the second look at duplicate pairs needs OpenCV: pip install "
             "'lookalike[verify]' (opencv-python-headless), or pass --no-verify"
         ) from e
-    # No OpenCV thread pool: a process forked after a second look (a mover killed and
-    # resumed, a worker) would wait forever on the pool's lock in the child (the suite's
-    # crash test hung so, #19); each look is small and runs on one thread.
+    # No OpenCV thread pool: the looks run on their own threads, one per core
+    # (:class:`Verifier`), and each look is small. (It also leaves no pool lock for a
+    # forked child to inherit: the crash test's forked mover once hung on a lock, cause
+    # not established, #19; that test no longer forks.)
     cv2.setNumThreads(1)
     return cv2
 
@@ -511,7 +512,8 @@ def _geometries_at(
 
 def _matches(query: Any, train: Any) -> list[Any]:
     """Matches of ``query``'s descriptors among ``train``'s that pass Lowe's ratio test."""
-    pairs = _cv2().BFMatcher(_cv2().NORM_HAMMING).knnMatch(query, train, k=2)
+    cv2 = _cv2()
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
     return [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
 
 
@@ -623,11 +625,6 @@ class Verifier:
         self._loading: dict[str | bytes, threading.Event] = {}
         self.looked = 0
         self.prepared = 0
-
-    def remember(self, path: str | bytes, look: Look) -> None:
-        """Use ``look`` for ``path`` (an image already decoded elsewhere)."""
-        with self._lock:
-            self._put(path, look)
 
     def _put(self, path: str | bytes, look: Look | None) -> None:
         old = self._cache.pop(path, None)
