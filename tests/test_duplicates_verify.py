@@ -698,3 +698,26 @@ def test_a_refined_alignment_does_not_make_another_invoice_a_copy():
     bills = lookalikes.invoices(n=12, copies=2, seed=0).images
     verdict = compare_looks(prepare(bills["invoice000_q40"]), prepare(bills["invoice006"]))
     assert verdict.copy is False
+
+
+def test_a_pair_gets_one_verdict_whichever_order_it_is_asked_in(tmp_path):
+    # #19: the look maps the second image onto the first, and these borderline pairs are
+    # copies one way only (measured in memory: the turned cell is a copy of its mirror
+    # image, not the other way). The calibration asks (sample, neighbour), the run asks in
+    # index order: one pair could be labelled a copy and judged distinct.
+    photos = load_originals(["cell", "clock_motion"])
+    pairs = [
+        ("cell", "rotate10", "hflip"),
+        ("cell", "rotate10", "grey"),
+        ("clock_motion", "colour", "rotate10"),
+        ("clock_motion", "crop30", "blur"),
+    ]
+    verifier = Verifier(workers=1)
+    for name, x, y in pairs:
+        photo = photos[name]
+        paths = []
+        for edit in (x, y):
+            paths.append(str(tmp_path / f"{name}_{edit}.png"))
+            EDITS[edit](photo, random.Random(f"{name}:{edit}"), photo).save(paths[-1])
+        one, other = verifier.verdict(*paths), verifier.verdict(*reversed(paths))
+        assert one == other, (name, x, y, one, other)

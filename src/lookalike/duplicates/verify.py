@@ -46,6 +46,7 @@ decoded at a reduced scale); a file that cannot be read leaves the pair undecide
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -729,6 +730,13 @@ class Verifier:
             done.set()
 
     def verdict(self, a: str | bytes, b: str | bytes) -> Verdict:
+        """The second look at the pair ``a``, ``b``: the same whichever order it is asked
+        in. (:func:`compare_looks` is not symmetric: it maps the second image onto the
+        first, and a borderline pair - a photo turned 10 degrees against its mirror image
+        - can be a copy one way only, so the calibration, which asks (sample, neighbour),
+        could label a pair otherwise than the run, which asks it in index order, #19.)"""
+        if os.fsencode(b) < os.fsencode(a):
+            a, b = b, a
         la, lb = self.look(a), self.look(b)
         if la is None or lb is None:
             return Verdict(None, how="unreadable")
