@@ -721,3 +721,18 @@ def test_a_pair_gets_one_verdict_whichever_order_it_is_asked_in(tmp_path):
             EDITS[edit](photo, random.Random(f"{name}:{edit}"), photo).save(paths[-1])
         one, other = verifier.verdict(*paths), verifier.verdict(*reversed(paths))
         assert one == other, (name, x, y, one, other)
+
+
+def test_a_page_copy_says_how_much_of_its_ink_was_left_unmatched():
+    # #19: the calibration counts a page copy with unmatched ink as a close call (a changed
+    # date leaves as little as a photocopy's blur); a photo pair has no such share.
+    from PIL import ImageEnhance, ImageFilter
+
+    page = lookalikes.form(3)
+    grey = ImageOps.grayscale(page).filter(ImageFilter.GaussianBlur(1.2))
+    photocopy = compare_looks(prepare(page), prepare(ImageEnhance.Contrast(grey).enhance(1.8)))
+    assert photocopy.copy and photocopy.unmatched is not None and photocopy.unmatched > 0
+    resaved = compare_looks(prepare(page), prepare(lookalikes._jpeg(page, 90)))
+    assert resaved.copy and resaved.unmatched == 0.0
+    photo = load_originals(["coffee"])["coffee"]
+    assert compare_looks(prepare(photo), prepare(ImageOps.mirror(photo))).unmatched is None

@@ -202,6 +202,10 @@ class Verdict:
         how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry), ``"unreadable"`` or
             ``"too thin"`` (an image thinner than a tile once compared: undecided).
         blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
+        unmatched: when both images are pages compared closely (module docstring, step
+            4), the share of their inked tiles left unmatched; ``None`` otherwise. A page
+            copy with some (under the bar) is a close call: one changed character of an
+            invoice leaves as many as a photocopy's blur (#19).
     """
 
     copy: bool | None
@@ -211,6 +215,7 @@ class Verdict:
     mirrored: bool = False
     how: str = "none"
     blob: float = 1.0
+    unmatched: float | None = None
 
 
 def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
@@ -379,7 +384,7 @@ def _scale(side_from: tuple[int, ...], side_to: tuple[int, ...]) -> np.ndarray:
     return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
 
 
-def _compare(a: Look, b: Look, h: np.ndarray) -> tuple[Agreement, float]:
+def _compare(a: Look, b: Look, h: np.ndarray, refine: bool = True) -> tuple[Agreement, float]:
     """``(agreement, cover)`` once ``b`` is warped onto ``a`` by ``h`` (``b.grey`` ->
     ``a.grey`` pixel coordinates), at the smaller image's own size at most (detail one of
     them never had cannot agree)."""
@@ -402,25 +407,31 @@ def _compare(a: Look, b: Look, h: np.ndarray) -> tuple[Agreement, float]:
     found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
     near = found.share >= MIN_AGREE and found.blob <= MAX_BLOB  # else distinct anyway
     if found.differ is not None and a.page is not None and b.page is not None and near:
-        differ, bar = _close(a.page, b.page, a.shape, b.shape, h)
+        differ, bar = _close(a.page, b.page, a.shape, b.shape, h, refine)
         found = replace(found, differ=differ, bar=bar)
     return found, min(1.0, cover)
 
 
 def _close(
-    pa: np.ndarray, pb: np.ndarray, ga: tuple[int, ...], gb: tuple[int, ...], h: np.ndarray
+    pa: np.ndarray,
+    pb: np.ndarray,
+    ga: tuple[int, ...],
+    gb: tuple[int, ...],
+    h: np.ndarray,
+    refine: bool = True,
 ) -> tuple[float, float]:
     """:func:`~lookalike.duplicates.pages.page_differ` of two pages' close copies (``pa``,
     ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size, and the
     bar a copy meets: :data:`~lookalike.duplicates.pages.PAGE_DIFFER` as the features
-    align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined."""
+    align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined (when
+    ``refine``: once per pair and orientation, see :func:`compare_looks`)."""
     side = min(max(pa.shape), max(pb.shape))
     pa, pb = _resize_to(pa, side), _resize_to(pb, side)
     m = _scale(ga, pa.shape) @ h @ np.linalg.inv(_scale(gb, pb.shape))
     fa = pa.astype(np.float32)
     warped, inside = _warp_page(pb, m, pa.shape)
     differ = page_differ(fa, warped, inside)
-    if differ <= PAGE_DIFFER:
+    if differ <= PAGE_DIFFER or not refine:
         return differ, PAGE_DIFFER
     # Over the bar: the geometry, fitted to features at 512 px, may land a pixel or two
     # off at this size (a page cropped 3% at its margins: 8% of its inked tiles unmatched,
@@ -429,7 +440,8 @@ def _close(
     # refinement that does not converge or moves the page far is no better geometry.
     # Aligned to the pixel, a copy leaves no inked tile unmatched, and the bar is that
     # (PAGE_ALIGNED): refined at the usual bar, an invoice with another date became a
-    # copy of a rescan of another invoice (0.0018 unmatched, #19).
+    # copy of a rescan of another invoice (0.0018 unmatched, #19). A changed character
+    # can still leave none (pages.PAGE_ALIGNED).
     refined = _refine(fa, warped, inside, m)
     if refined is None:
         return differ, PAGE_DIFFER
@@ -627,7 +639,10 @@ def compare_looks(a: Look, b: Look) -> Verdict:
         for kind, h, inliers in geometries:
             if kind == "affine" and not page:
                 continue  # pages only (see _geometries)
-            verdict, thin, page = _judge(a, b, h, how, mirrored, inliers, thin)
+            # Pages are refined from one geometry (50-90 ms each): the affine map where
+            # there is one (the closer start for a page, see _geometries).
+            refine = kind == "affine" or not any(g[0] == "affine" for g in geometries)
+            verdict, thin, page = _judge(a, b, h, how, mirrored, inliers, thin, refine)
             compared = True
             if verdict.copy:
                 return verdict
@@ -641,14 +656,22 @@ def compare_looks(a: Look, b: Look) -> Verdict:
 
 
 def _judge(
-    a: Look, b: Look, h: np.ndarray, how: str, mirrored: bool, inliers: int, thin: bool
+    a: Look,
+    b: Look,
+    h: np.ndarray,
+    how: str,
+    mirrored: bool,
+    inliers: int,
+    thin: bool,
+    refine: bool = True,
 ) -> tuple[Verdict, bool, bool]:
     """The verdict of one geometry, whether an image was too thin to compare yet, and
     whether both are pages (module docstring, step 4)."""
-    found, cover = _compare(a, b, h)
+    found, cover = _compare(a, b, h, refine)
     thin = thin or _too_thin(a, b)
     copy = found.copy and (how == "framing" or cover >= MIN_COVER)
-    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
+    close = found.differ if found.bar != DOC_DIFFER else None
+    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob, close)
     return verdict, thin, found.differ is not None
 
 
