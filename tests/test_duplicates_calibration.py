@@ -364,8 +364,10 @@ def test_calibration_on_forms_of_one_template_claims_what_it_measures(tmp_path, 
 # into one group, pair precision 0.017 while the calibration claimed 1.00. Pages are now
 # compared close (pages.py) and this set's other invoices are told apart, but for one
 # pair: same customer, same quantity, a date three digits apart (0.16% of the inked tiles
-# differ, a copy's noise reaches 0.23%): claimed 1.00, measured 0.6. The look still calls
-# that pair a copy; the calibration now counts a page copy with unmatched ink as a close
-# call (half an error), so it no longer claims what it cannot see.
+# differ, a copy's noise reaches 0.23%), so it still claims 1.00 where 0.6 is measured.
+# (Counting a page copy with any unmatched ink as a close call made this pass by raising
+# the threshold over every copy: 1 of 6 found here, 0 of 12 photocopied forms, and invoices
+# one date digit apart still claimed 1.00 at 0.00 measured, review of #19: removed.)
+@pytest.mark.xfail(strict=True, reason="#19: a date three digits apart is under the page bar")
 def test_calibration_on_invoices_of_one_template_claims_what_it_measures(tmp_path, lite0_weights):
     _claimed_is_measured(tmp_path, lite0_weights, "invoices")

@@ -416,8 +416,5 @@ def _label(
         if verdict.copy is None:
             continue
         labels[k] = int(verdict.copy)
-        # A close call: barely aligned enough, or a page copy with some of its ink
-        # unmatched (a changed date leaves as little as a photocopy's blur, #19).
-        unsure = verdict.agree < MIN_AGREE + UNCERTAIN or bool(verdict.unmatched)
-        uncertain[k] = bool(verdict.copy) and unsure
+        uncertain[k] = bool(verdict.copy) and verdict.agree < MIN_AGREE + UNCERTAIN
     return labels, uncertain

@@ -46,7 +46,7 @@ decoded at a reduced scale); a file that cannot be read leaves the pair undecide
 from __future__ import annotations
 
 import functools
-import os
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -147,6 +147,9 @@ class Look:
         sizes: ``longer side -> grey`` at that size, made on use.
         page: when the image looks like a page (:mod:`~lookalike.duplicates.pages`), its
             grey at up to :data:`~lookalike.duplicates.pages.PAGE_SIDE` pixels.
+        order: a digest of the prepared pixels (:func:`prepare`): which of two images a
+            :class:`Verifier` maps onto the other, so that a pair's verdict depends on
+            the two images alone.
     """
 
     grey: np.ndarray
@@ -155,6 +158,7 @@ class Look:
     features: dict[tuple[int, bool], tuple[np.ndarray, Any]] = field(default_factory=dict)
     sizes: dict[int, np.ndarray] = field(default_factory=dict)
     shape: tuple[int, int] = (0, 0)
+    order: bytes = b""
 
     def __post_init__(self) -> None:
         if self.shape == (0, 0):
@@ -202,10 +206,6 @@ class Verdict:
         how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry), ``"unreadable"`` or
             ``"too thin"`` (an image thinner than a tile once compared: undecided).
         blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
-        unmatched: when both images are pages compared closely (module docstring, step
-            4), the share of their inked tiles left unmatched; ``None`` otherwise. A page
-            copy with some (under the bar) is a close call: one changed character of an
-            invoice leaves as many as a photocopy's blur (#19).
     """
 
     copy: bool | None
@@ -215,7 +215,6 @@ class Verdict:
     mirrored: bool = False
     how: str = "none"
     blob: float = 1.0
-    unmatched: float | None = None
 
 
 def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
@@ -238,7 +237,10 @@ def prepare(rgb: Any) -> Look:
     """A :class:`Look` at an RGB Pillow image or ``(h, w, 3)`` uint8 array; a page also
     keeps a close copy (:mod:`~lookalike.duplicates.pages`)."""
     arr = _grey(rgb)
-    look = Look(_resize_to(arr, SIDE), max(arr.shape[:2]))
+    grey = _resize_to(arr, SIDE)
+    order = hashlib.blake2b(repr(grey.shape).encode(), digest_size=16, person=b"lookalike-look")
+    order.update(grey.tobytes())
+    look = Look(grey, max(arr.shape[:2]), order=order.digest())
     if looks_like_page(look.grey):
         look.page = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
     return look
@@ -670,8 +672,7 @@ def _judge(
     found, cover = _compare(a, b, h, refine)
     thin = thin or _too_thin(a, b)
     copy = found.copy and (how == "framing" or cover >= MIN_COVER)
-    close = found.differ if found.bar != DOC_DIFFER else None
-    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob, close)
+    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
     return verdict, thin, found.differ is not None
 
 
@@ -754,15 +755,18 @@ class Verifier:
 
     def verdict(self, a: str | bytes, b: str | bytes) -> Verdict:
         """The second look at the pair ``a``, ``b``: the same whichever order it is asked
-        in. (:func:`compare_looks` is not symmetric: it maps the second image onto the
-        first, and a borderline pair - a photo turned 10 degrees against its mirror image
-        - can be a copy one way only, so the calibration, which asks (sample, neighbour),
-        could label a pair otherwise than the run, which asks it in index order, #19.)"""
-        if os.fsencode(b) < os.fsencode(a):
-            a, b = b, a
+        in, whatever the files are called. (:func:`compare_looks` is not symmetric: it
+        maps the second image onto the first, and a borderline pair - a photo turned 10
+        degrees against its mirror image - can be a copy one way only. Asked in index
+        order by the run and as (sample, neighbour) by the calibration, one pair could be
+        labelled a copy and judged distinct; put in path order, renaming a file changed
+        its verdict (review, #19). The images' own pixels decide the order:
+        :attr:`Look.order`.)"""
         la, lb = self.look(a), self.look(b)
         if la is None or lb is None:
             return Verdict(None, how="unreadable")
+        if lb.order < la.order:
+            a, b, la, lb = b, a, lb, la
         verdict = compare_looks(la, lb)
         with self._lock:
             self.looked += 1
