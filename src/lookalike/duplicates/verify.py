@@ -28,7 +28,10 @@ real copies). The vectors *propose* pairs; this look *disposes*, on the pixels:
    close copies of up to 1,024 pixels (:mod:`~lookalike.duplicates.pages`), where a
    rescan, a turn of a few degrees, a resize or a photocopy leaves at most
    :data:`~lookalike.duplicates.pages.PAGE_DIFFER` of the inked tiles unmatched and
-   another word does not (a single changed character can stay under it). Without close
+   another word does not (a single changed character can stay under it). A pair over
+   that bar is aligned again on the close copies' own pixels (OpenCV's ECC: the
+   features, found at 512 px, can land a pixel or two off there) and then may leave at
+   most :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` unmatched. Without close
    copies, at most :data:`DOC_DIFFER` of the textured tiles may differ outright.
 
 A pair is a copy when at least :data:`MIN_AGREE` of the textured tiles agree, no
@@ -425,8 +428,8 @@ def _close(
     """:func:`~lookalike.duplicates.pages.page_differ` of two pages' close copies (``pa``,
     ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size, and the
     bar a copy meets: :data:`~lookalike.duplicates.pages.PAGE_DIFFER` as the features
-    align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined (when
-    ``refine``: once per pair and orientation, see :func:`compare_looks`)."""
+    align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined (only when
+    ``refine``: one geometry of each try is refined, see :func:`compare_looks`)."""
     side = min(max(pa.shape), max(pb.shape))
     pa, pb = _resize_to(pa, side), _resize_to(pb, side)
     m = _scale(ga, pa.shape) @ h @ np.linalg.inv(_scale(gb, pb.shape))
