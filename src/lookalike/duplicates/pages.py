@@ -10,7 +10,10 @@ must find its match in the other within :data:`SHIFT` pixels (a rescan's turn, a
 rounding), correlating at :data:`PAGE_NCC` at least. A copy of a page - rescanned, turned
 a few degrees, re-saved, resized, photocopied - leaves at most :data:`PAGE_DIFFER` of its
 inked tiles unmatched; another page of one template, with other words in a few fields,
-leaves more (measured in #19, BENCHMARKS.md).
+leaves more (measured in #19, BENCHMARKS.md). Tiles of 8 px do not see one changed
+character (a year's last digit correlates at 0.5 with the one it replaced): two pages under
+the bar, aligned to the pixel, have their glyph-sized windows compared too
+(:func:`glyph_outlier`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ PAGE_DIFFER = 0.0025
 #: re-saves, turns and crops of the pages measured in #19 then left none unmatched. So do
 #: some distinct pages: a date or a total changed on a cropped scan of an invoice (review
 #: of #19) leaves none once aligned, as two aligned scans of such invoices already did at
-#: the usual bar. Tiles of 8 px do not see every changed character: a known limit.
+#: the usual bar. Tiles of 8 px do not see every changed character: :func:`glyph_outlier`.
 PAGE_ALIGNED = 0.0005
 
 
@@ -108,3 +111,90 @@ def page_differ(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
             score = np.where(blank, 1.0, np.where(low < FLAT, -1.0, ncc))
             best = np.maximum(best, score)
     return float((best < PAGE_NCC).sum() / len(which))
+
+
+#: Glyphs compared (:func:`glyph_outlier`): windows of this side, every half side, on a
+#: page whose close copy is :data:`PAGE_SIDE` pixels long (a line of 16-px text on an A4
+#: page there: glyphs 10-11 px tall); on a smaller close copy, in proportion.
+GLYPH_WINDOW = 10
+#: Blurs (Gaussian sigmas, pixels) one page may get to look as soft as the other: a
+#: photocopy, a re-save at half the size, a sharpened scan.
+GLYPH_BLURS = (0.0, 0.6, 1.0, 1.5, 2.0)
+#: The pages' edge (pixels) left out: a scan's shift and turn bring paper in there.
+GLYPH_MARGIN = 8
+#: A window differs when its ink differs by at least this (pixels of full ink: the
+#: smallest changed character measured in #19, "J" -> "I" at 16 px, 5.0) ...
+GLYPH_INK = 3.0
+#: ... and by this many times the 99th percentile of the page's windows (how much a copy's
+#: windows differ: a rescan's, a photocopy's, a re-save's; measured in #19).
+GLYPH_RATIO = 2.0
+
+
+def _inkness(img: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``img`` as ink, 0 (its paper) to 1 (its darkest ink), from its own levels."""
+    v = img[where]
+    paper, ink = np.percentile(v, 80), np.percentile(v, 0.3)
+    return np.clip((paper - img) / max(float(paper - ink), 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def glyph_outlier(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
+    """How far the most different glyph-sized window of two aligned pages stands out from
+    the differences of the rest: its ink difference over the page's 99th percentile (0.0
+    when it is under :data:`GLYPH_INK`).
+
+    A copy's differences - noise, a re-save's blocks, a photocopy's thicker strokes, a
+    rescan's resampling - spread over the whole page; another character, date or amount is
+    one place. Both pages are read as ink on their own paper, the sharper one blurred to
+    the softer one's look (:data:`GLYPH_BLURS`), and each window's difference taken at
+    its best shift within a pixel.
+
+    Args:
+        a, b: float32 ``(h, w)`` grey pages aligned to the pixel (``b`` warped onto ``a``).
+        inside: bool ``(h, w)``, where ``b`` has pixels.
+    """
+    import cv2
+
+    scale = max(a.shape) / PAGE_SIDE
+    side = max(5, round(GLYPH_WINDOW * scale))
+    area = side * side
+    inner = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    m = GLYPH_MARGIN
+    inner[:m], inner[-m:], inner[:, :m], inner[:, -m:] = False, False, False, False
+    if inner.sum() < area:
+        return 0.0
+    ink_a, ink_b = _inkness(a, inner), _inkness(b, inner)
+
+    def blur(img: np.ndarray, sigma: float) -> np.ndarray:
+        return cv2.GaussianBlur(img, (0, 0), sigma) if sigma else img  # type: ignore[no-any-return]
+
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for sigma in GLYPH_BLURS:
+        for x, y in [(blur(ink_a, sigma), ink_b)] + (
+            [(ink_a, blur(ink_b, sigma))] if sigma else []
+        ):
+            err = float(np.square(x - y)[inner].mean())
+            if best is None or err < best[0]:
+                best = (err, x, y)
+    assert best is not None
+    # A little softer still: what is left of a resize's aliasing and the scan's noise.
+    x, y = blur(best[1], 0.7 * scale), blur(best[2], 0.7 * scale)
+
+    def box(img: np.ndarray) -> np.ndarray:
+        out = cv2.boxFilter(img, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        return out  # type: ignore[no-any-return]
+
+    whole = box(inner.astype(np.float32)) >= area - 0.5
+    # Windows with ink (3% of a window's pixels, a stroke's worth), their difference in
+    # pixels of full ink of a 10-px window.
+    inked = whole & (np.maximum(box(x), box(y)) >= 0.03 * area)
+    diff: np.ndarray | None = None
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            d = box(np.abs(x - np.roll(y, (dy, dx), axis=(0, 1))))
+            diff = d if diff is None else np.minimum(diff, d)
+    assert diff is not None
+    s = max(2, side // 2)
+    values = diff[::s, ::s][inked[::s, ::s]] * (GLYPH_WINDOW * GLYPH_WINDOW / area)
+    if len(values) == 0 or float(values.max()) < GLYPH_INK:
+        return 0.0
+    return float(values.max() / max(float(np.percentile(values, 99)), 0.5))

@@ -31,8 +31,13 @@ real copies). The vectors *propose* pairs; this look *disposes*, on the pixels:
    another word does not (a single changed character can stay under it). A pair over
    that bar is aligned again on the close copies' own pixels (OpenCV's ECC: the
    features, found at 512 px, can land a pixel or two off there) and then may leave at
-   most :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` unmatched. Without close
-   copies, at most :data:`DOC_DIFFER` of the textured tiles may differ outright.
+   most :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` unmatched. Two pages that meet
+   their bar are aligned to the pixel and their glyphs compared
+   (:func:`~lookalike.duplicates.pages.glyph_outlier`): a copy's differences spread over
+   the page, another character, date or amount stands out in one place by more than
+   :data:`~lookalike.duplicates.pages.GLYPH_RATIO` (then the pair is distinct, whatever
+   another geometry would give). Without close copies, at most :data:`DOC_DIFFER` of the
+   textured tiles may differ outright.
 
 A pair is a copy when at least :data:`MIN_AGREE` of the textured tiles agree, no
 connected patch of disagreeing tiles is larger than :data:`MAX_BLOB` of them, two pages
@@ -59,7 +64,15 @@ from typing import Any
 
 import numpy as np
 
-from .pages import PAGE_ALIGNED, PAGE_DIFFER, PAGE_SIDE, looks_like_page, page_differ
+from .pages import (
+    GLYPH_RATIO,
+    PAGE_ALIGNED,
+    PAGE_DIFFER,
+    PAGE_SIDE,
+    glyph_outlier,
+    looks_like_page,
+    page_differ,
+)
 
 #: Longer side, in pixels, both images are brought to for features (small ones enlarged).
 SIDE = 512
@@ -291,6 +304,9 @@ class Agreement:
         bar: the most ``differ`` a copy may have (:data:`DOC_DIFFER` at the usual size,
             :data:`~lookalike.duplicates.pages.PAGE_DIFFER` when the pages' close copies
             were compared).
+        glyphs: when two pages' close copies met that bar, how far their most different
+            glyph stands out (:func:`~lookalike.duplicates.pages.glyph_outlier`; a copy:
+            at most :data:`~lookalike.duplicates.pages.GLYPH_RATIO`); ``None`` otherwise.
     """
 
     share: float
@@ -298,10 +314,12 @@ class Agreement:
     tiles: int
     differ: float | None = None
     bar: float = DOC_DIFFER
+    glyphs: float | None = None
 
     @property
     def copy(self) -> bool:
         page_ok = self.differ is None or self.differ <= self.bar
+        page_ok = page_ok and (self.glyphs is None or self.glyphs <= GLYPH_RATIO)
         return self.share >= MIN_AGREE and self.blob <= MAX_BLOB and self.tiles > 0 and page_ok
 
 
@@ -412,8 +430,8 @@ def _compare(a: Look, b: Look, h: np.ndarray, refine: bool = True) -> tuple[Agre
     found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
     near = found.share >= MIN_AGREE and found.blob <= MAX_BLOB  # else distinct anyway
     if found.differ is not None and a.page is not None and b.page is not None and near:
-        differ, bar = _close(a.page, b.page, a.shape, b.shape, h, refine)
-        found = replace(found, differ=differ, bar=bar)
+        differ, bar, glyphs = _close(a.page, b.page, a.shape, b.shape, h, refine)
+        found = replace(found, differ=differ, bar=bar, glyphs=glyphs)
     return found, min(1.0, cover)
 
 
@@ -424,20 +442,29 @@ def _close(
     gb: tuple[int, ...],
     h: np.ndarray,
     refine: bool = True,
-) -> tuple[float, float]:
+) -> tuple[float, float, float | None]:
     """:func:`~lookalike.duplicates.pages.page_differ` of two pages' close copies (``pa``,
-    ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size, and the
+    ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size; the
     bar a copy meets: :data:`~lookalike.duplicates.pages.PAGE_DIFFER` as the features
     align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined (only when
-    ``refine``: one geometry of each try is refined, see :func:`compare_looks`)."""
+    ``refine``: one geometry of each try is refined, see :func:`compare_looks`); and,
+    when they meet it, :func:`~lookalike.duplicates.pages.glyph_outlier` on the pages
+    aligned to the pixel (``None`` when they do not)."""
     side = min(max(pa.shape), max(pb.shape))
     pa, pb = _resize_to(pa, side), _resize_to(pb, side)
     m = _scale(ga, pa.shape) @ h @ np.linalg.inv(_scale(gb, pb.shape))
     fa = pa.astype(np.float32)
     warped, inside = _warp_page(pb, m, pa.shape)
     differ = page_differ(fa, warped, inside)
-    if differ <= PAGE_DIFFER or not refine:
-        return differ, PAGE_DIFFER
+    if differ <= PAGE_DIFFER:
+        # Met as the features align them: aligned to the pixel for the glyphs (a
+        # refinement that fails leaves the features' alignment).
+        refined = _refine(fa, warped, inside, m)
+        if refined is not None:
+            warped, inside = _warp_page(pb, refined, pa.shape)
+        return differ, PAGE_DIFFER, glyph_outlier(fa, warped, inside)
+    if not refine:
+        return differ, PAGE_DIFFER, None
     # Over the bar: the geometry, fitted to features at 512 px, may land a pixel or two
     # off at this size (a page cropped 3% at its margins: 8% of its inked tiles unmatched,
     # 0 once refined; rescans of forms: 0.4-3.7%, then 0, #19). Refined here on the pixels
@@ -446,13 +473,15 @@ def _close(
     # Aligned to the pixel, a copy leaves no inked tile unmatched, and the bar is that
     # (PAGE_ALIGNED): refined at the usual bar, an invoice with another date became a
     # copy of a rescan of another invoice (0.0018 unmatched, #19). A changed character
-    # can still leave none (pages.PAGE_ALIGNED).
+    # can still leave none: the glyphs are compared then (pages.glyph_outlier).
     refined = _refine(fa, warped, inside, m)
     if refined is None:
-        return differ, PAGE_DIFFER
+        return differ, PAGE_DIFFER, None
     warped, inside = _warp_page(pb, refined, pa.shape)
     aligned = page_differ(fa, warped, inside)
-    return (aligned, PAGE_ALIGNED) if aligned <= PAGE_ALIGNED else (differ, PAGE_DIFFER)
+    if aligned > PAGE_ALIGNED:
+        return differ, PAGE_DIFFER, None
+    return aligned, PAGE_ALIGNED, glyph_outlier(fa, warped, inside)
 
 
 def _warp_page(
@@ -647,9 +676,11 @@ def compare_looks(a: Look, b: Look) -> Verdict:
             # Pages are refined from one geometry (50-90 ms each): the affine map where
             # there is one (the closer start for a page, see _geometries).
             refine = kind == "affine" or not any(g[0] == "affine" for g in geometries)
-            verdict, thin, page = _judge(a, b, h, how, mirrored, inliers, thin, refine)
+            verdict, thin, page, read = _judge(a, b, h, how, mirrored, inliers, thin, refine)
             compared = True
-            if verdict.copy:
+            if verdict.copy or read:
+                # A copy; or two pages aligned to the pixel whose glyphs differ: another
+                # geometry would only align them worse (pages.glyph_outlier).
                 return verdict
             if verdict.agree > best.agree:
                 best = verdict
@@ -669,14 +700,16 @@ def _judge(
     inliers: int,
     thin: bool,
     refine: bool = True,
-) -> tuple[Verdict, bool, bool]:
-    """The verdict of one geometry, whether an image was too thin to compare yet, and
-    whether both are pages (module docstring, step 4)."""
+) -> tuple[Verdict, bool, bool, bool]:
+    """The verdict of one geometry, whether an image was too thin to compare yet,
+    whether both are pages (module docstring, step 4), and whether they are two pages that
+    align but whose glyphs differ (the pair is decided: distinct)."""
     found, cover = _compare(a, b, h, refine)
     thin = thin or _too_thin(a, b)
     copy = found.copy and (how == "framing" or cover >= MIN_COVER)
     verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
-    return verdict, thin, found.differ is not None
+    read = found.glyphs is not None and found.glyphs > GLYPH_RATIO
+    return verdict, thin, found.differ is not None, read
 
 
 def _too_thin(a: Look, b: Look) -> bool:
