@@ -862,7 +862,7 @@ def test_edited_copies_of_a_colour_logo_are_copies():
     lighter = ImageEnhance.Brightness(logo).enhance(1.28).rotate(-5.98)
     assert same(darker, soft) is True
     assert same(darker, lighter) is True
-    assert prepare(logo).page is None and prepare(logo).coloured
+    assert prepare(soft).page is None and prepare(soft).coloured  # laid out like a page
     # A page on cream or pale pink paper is still a page; on strong yellow it is not.
     page = np.asarray(lookalikes.invoice(), np.float32)
     for tint, is_page in (
