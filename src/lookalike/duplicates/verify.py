@@ -70,8 +70,8 @@ from .pages import (
     PAGE_SIDE,
     glyph_outlier,
     looks_like_page,
+    one_paper,
     page_differ,
-    plain_paper,
 )
 
 #: Longer side, in pixels, both images are brought to for features (small ones enlarged).
@@ -166,8 +166,8 @@ class Look:
         order: a digest of the prepared pixels (:func:`prepare`): which of two images a
             :class:`Verifier` maps onto the other, so that a pair's verdict depends on
             the two images alone.
-        coloured: laid out like a page, but on colour fields, not plain paper (a logo,
-            :func:`~lookalike.duplicates.pages.plain_paper`): never judged as a page.
+        coloured: laid out like a page, but on fields of several colours, not one paper (a
+            logo, :func:`~lookalike.duplicates.pages.one_paper`): never judged as a page.
     """
 
     grey: np.ndarray
@@ -278,7 +278,7 @@ def prepare(rgb: Any) -> Look:
     look = Look(grey, max(arr.shape[:2]), order=order.digest())
     if looks_like_page(look.grey):
         colour = _colour(rgb, grey.shape)
-        if colour is None or plain_paper(look.grey, colour):
+        if colour is None or one_paper(look.grey, colour):
             look.page = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
         else:
             look.coloured = True
@@ -453,7 +453,7 @@ def _compare(a: Look, b: Look, h: np.ndarray, refine: bool = True) -> tuple[Agre
     found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
     near = found.share >= MIN_AGREE and found.blob <= MAX_BLOB  # else distinct anyway
     if a.coloured or b.coloured:
-        # Colour fields are no paper: a logo is read as a picture, not as a page (its
+        # Fields of several colours are no paper: a logo is a picture, not a page (its
         # tiles' grey passed for one at the usual size too: a logo's copy, turned and
         # mirrored, differed there in 4.6% of them, over DOC_DIFFER, #19).
         found = replace(found, differ=None)
