@@ -893,3 +893,21 @@ def test_a_staple_hole_or_a_speck_of_dust_leaves_a_page_a_copy(which):
     draw.ellipse((26, 26, 34, 34), fill=(30, 30, 30))  # a staple hole
     draw.ellipse((w // 2 + 6, h // 2 + 12, w // 2 + 8, h // 2 + 14), fill=(30, 30, 30))  # dust
     assert same(page, marked) is True
+
+
+# Second review of #19: a white invoice with a canary band behind half of it counted as
+# "coloured" under a bar on the paper's colour alone (its paper's median was the band's),
+# and was judged as a picture: another date or quantity made no difference. One paper with
+# a tinted band is a page (pages.one_paper).
+def test_a_page_with_a_tinted_band_is_still_read_as_a_page():
+    def banded(page: Image.Image) -> Image.Image:
+        arr = np.asarray(page, np.float32).copy()
+        h = arr.shape[0]
+        arr[h // 2 :] *= np.array((255, 235, 140)) / 255
+        return Image.fromarray(arr.astype(np.uint8))
+
+    page = banded(lookalikes.invoice())
+    assert prepare(page).page is not None
+    assert same(page, banded(lookalikes.invoice(date="12/03/2025"))) is False
+    assert same(page, banded(lookalikes.invoice(qty=5))) is False
+    assert same(page, lookalikes._jpeg(page, 60)) is True
