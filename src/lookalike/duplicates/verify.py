@@ -474,10 +474,12 @@ def _close(
     """:func:`~lookalike.duplicates.pages.page_differ` of two pages' close copies (``pa``,
     ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size; the
     bar a copy meets: :data:`~lookalike.duplicates.pages.PAGE_DIFFER` as the features
-    align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined (only when
-    ``refine``: one geometry of each try is refined, see :func:`compare_looks`); and,
-    when they meet it, :func:`~lookalike.duplicates.pages.glyph_outlier` on the pages
-    aligned to the pixel (``None`` when they do not)."""
+    align them, :data:`~lookalike.duplicates.pages.PAGE_ALIGNED` once refined (a pair
+    over the first bar is refined only when ``refine``: one geometry of each try, see
+    :func:`compare_looks`); and, when they meet it,
+    :func:`~lookalike.duplicates.pages.glyph_outlier` on the pages aligned to the pixel
+    (refined whatever ``refine`` says: every geometry that meets the bar pays it);
+    ``None`` when they do not."""
     side = min(max(pa.shape), max(pb.shape))
     pa, pb = _resize_to(pa, side), _resize_to(pb, side)
     m = _scale(ga, pa.shape) @ h @ np.linalg.inv(_scale(gb, pb.shape))
