@@ -364,15 +364,22 @@ def test_calibration_on_forms_of_one_template_claims_what_it_measures(tmp_path, 
 # into one group, pair precision 0.017 while the calibration claimed 1.00. Pages are now
 # compared close (pages.py), and two pages that meet that bar have their glyphs compared
 # (pages.glyph_outlier): a date three digits apart is told apart now (seed 0: claimed 1.00,
-# measured 0.67 before, 1.00 now, all 6 copies found). Seed 1 still claims 1.00 where 0.46
-# is measured: two scans of invoices three date digits apart, and a rescan re-saved small
-# (JPEG 40, 480 px) against another invoice, differ in their glyphs by less than a copy's
-# may (seeds 2 and 3: one such re-save each, 0.67 measured, #19). (Counting a page copy
-# with any unmatched ink as a close call made seed 0 pass by raising the threshold over
-# every copy: 1 of 6 found, 0 of 12 photocopied forms, review of #19: removed.)
+# measured 0.67 before, 1.00 now, all 6 copies found). Seed 1 claimed 1.00 where 0.46 was
+# measured: two scans of invoices three date digits apart, and a rescan re-saved small
+# (JPEG 40, 480 px) against another invoice, were left a few pixels apart by an alignment
+# refined at half their size, and their glyphs differed by less than a copy's may; refined
+# again at the close size they do not (seeds 1 and 3: 1.00 measured now). Seed 2 still
+# claims 1.00 where 0.67 is measured: such a re-save against an invoice with another date
+# and quantity measures 2.0, at the bar (#19). (Counting a page copy with any unmatched
+# ink as a close call made seed 0 pass by raising the threshold over every copy: 1 of 6
+# found, 0 of 12 photocopied forms, review of #19: removed.)
 @pytest.mark.parametrize(
     "seed",
-    [0, pytest.param(1, marks=pytest.mark.xfail(strict=True, reason="#19: scans, small re-saves"))],
+    [
+        0,
+        1,
+        pytest.param(2, marks=pytest.mark.xfail(strict=True, reason="#19: a small re-save")),
+    ],
 )
 def test_calibration_on_invoices_of_one_template_claims_what_it_measures(
     tmp_path, lite0_weights, seed

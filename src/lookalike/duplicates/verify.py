@@ -525,10 +525,14 @@ def _warp_page(
     return warped.astype(np.float32), cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
 
 
-#: The close geometry's refinement: ECC iterations, fitted at half the close size (as
-#: good as the whole size on the pages measured, at half the cost), and the most it may
-#: move a corner of the page (pixels at the close size): more is another alignment.
+#: The close geometry's refinement: ECC iterations fitted at half the close size, then
+#: :data:`ECC_FINE_ITERATIONS` more at the close size itself, and the most it may move a
+#: corner of the page (pixels at the close size): more is another alignment. Half the
+#: size alone left two scans of one page up to 3 px apart along a line of small print
+#: (a 660-px page is 330 px there, its lines 3-5 px tall): their glyphs differed there
+#: as much as another date does, and the glyph comparison could not tell them (#19).
 ECC_ITERATIONS = 10
+ECC_FINE_ITERATIONS = 3
 ECC_MOVE = 12.0
 
 
@@ -544,16 +548,28 @@ def _refine(a: np.ndarray, warped: np.ndarray, inside: np.ndarray, m: np.ndarray
         return cv2.resize(img, size, interpolation=cv2.INTER_AREA)  # type: ignore[no-any-return]
 
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+    mask = inside.astype(np.uint8)
     try:
         _, w = cv2.findTransformECC(
             half(a), half(warped), np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY,
-            criteria, half(inside.astype(np.uint8)), 3,
+            criteria, half(mask), 3,
         )  # fmt: skip
         # Half-size pixels -> the close size's, pixel centres kept (see _scale).
         to_full = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
-        correction = np.linalg.inv(to_full @ w.astype(np.float64) @ np.linalg.inv(to_full))
+        coarse = to_full @ w.astype(np.float64) @ np.linalg.inv(to_full)
+        np.linalg.inv(coarse)  # a singular fit raises here
     except (cv2.error, np.linalg.LinAlgError):  # no convergence, a singular fit
         return None
+    # Then at the close size itself, from there (a few iterations: it starts within a
+    # pixel or so); a fine pass that fails leaves the coarse fit.
+    fine = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_FINE_ITERATIONS, 1e-5)
+    try:
+        _, w = cv2.findTransformECC(
+            a, warped, coarse.astype(np.float32), cv2.MOTION_HOMOGRAPHY, fine, mask, 3
+        )
+        correction = np.linalg.inv(w.astype(np.float64))
+    except (cv2.error, np.linalg.LinAlgError):
+        correction = np.linalg.inv(coarse)
     hh, ww = a.shape
     corners = np.array([[0, 0], [ww, 0], [ww, hh], [0, hh]], np.float64).reshape(-1, 1, 2)
     moved = cv2.perspectiveTransform(corners, correction) - corners
