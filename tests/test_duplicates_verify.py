@@ -938,3 +938,21 @@ def test_a_page_with_a_tinted_band_is_still_read_as_a_page():
     assert same(page, banded(lookalikes.invoice(date="12/03/2025"))) is False
     assert same(page, banded(lookalikes.invoice(qty=5))) is False
     assert same(page, lookalikes._jpeg(page, 60)) is True
+
+
+# Review of #19: a page given to the second look as a Pillow image in LAB or La mode, or
+# as an array of one grey channel (h, w, 1) or grey and alpha (h, w, 2), raised a
+# ValueError in prepare(). Each is now read as its grey, a page like the RGB one.
+@pytest.mark.parametrize("kind", ["LAB", "La", "hw1", "hw2"])
+def test_a_page_in_another_mode_or_shape_is_read_as_its_grey(kind):
+    page = lookalikes.invoice()
+    grey = np.asarray(page.convert("L"))
+    other = {
+        "LAB": lambda: page.convert("LAB"),
+        "La": lambda: page.convert("LA").convert("La"),
+        "hw1": lambda: grey[..., None],
+        "hw2": lambda: np.dstack([grey, np.full(grey.shape, 255, np.uint8)]),
+    }[kind]()
+    look = prepare(other)
+    assert look.page is not None and not look.coloured
+    assert compare_looks(prepare(page), look).copy is True

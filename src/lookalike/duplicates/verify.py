@@ -246,9 +246,20 @@ def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
 
 
 def _grey(rgb: Any) -> np.ndarray:
-    arr = np.asarray(rgb.convert("L")) if hasattr(rgb, "convert") else np.asarray(rgb)
+    if hasattr(rgb, "convert"):
+        # Pillow converts neither LAB nor La ("L with premultiplied alpha") to L directly.
+        if rgb.mode == "LAB":
+            rgb = rgb.convert("RGB")
+        elif rgb.mode == "La":
+            rgb = rgb.getchannel("L")
+        arr = np.asarray(rgb.convert("L"))
+    else:
+        arr = np.asarray(rgb)
     if arr.ndim == 3:
-        arr = (arr[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        if arr.shape[2] < 3:  # grey, and maybe its alpha
+            arr = arr[..., 0]
+        else:
+            arr = (arr[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
@@ -256,7 +267,7 @@ def _colour(rgb: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     """``rgb`` (a Pillow image or an array) as ``(h, w, 3)`` uint8 of ``shape``; ``None``
     when it has no colour."""
     if hasattr(rgb, "convert"):
-        if rgb.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        if rgb.mode in ("1", "L", "LA", "La", "I", "I;16", "F"):
             return None
         arr = np.asarray(rgb.convert("RGB"))
     else:
