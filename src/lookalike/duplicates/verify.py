@@ -503,7 +503,7 @@ def _close(
         refined = _refine(fa, warped, inside, m)
         if refined is not None:
             warped, inside = _warp_page(pb, refined, pa.shape)
-        return differ, PAGE_DIFFER, glyph_outlier(fa, warped, inside)
+        return differ, PAGE_DIFFER, _glyphs(fa, pb, warped, inside, refined)
     if not refine:
         return differ, PAGE_DIFFER, None
     # Over the bar: the geometry, fitted to features at 512 px, may land a pixel or two
@@ -522,7 +522,28 @@ def _close(
     aligned = page_differ(fa, warped, inside)
     if aligned > PAGE_ALIGNED:
         return differ, PAGE_DIFFER, None
-    return aligned, PAGE_ALIGNED, glyph_outlier(fa, warped, inside)
+    return aligned, PAGE_ALIGNED, _glyphs(fa, pb, warped, inside, refined)
+
+
+def _glyphs(
+    fa: np.ndarray, pb: np.ndarray, warped: np.ndarray, inside: np.ndarray, m: np.ndarray | None
+) -> float:
+    """:func:`~lookalike.duplicates.pages.glyph_outlier` of ``fa`` and ``warped`` (``pb``
+    warped by ``m``, refined at half the size); when that passes for a copy's, again
+    with the alignment refined at the close size itself (:func:`_refine_fine`), which
+    decides. Half the size left two scans of one page up to 3 px apart along a line of
+    small print (a 660-px page is 330 px there): a copy's glyphs differed there as much
+    as another date does, so the page's 99th percentile hid a changed date, or a date
+    and a quantity (scanned invoices, small re-saves of them, #19). A pair already over
+    the bar is not refined further (most look-alike pages: the cost)."""
+    glyphs = glyph_outlier(fa, warped, inside)
+    if glyphs > GLYPH_RATIO or m is None:
+        return glyphs
+    finer = _refine_fine(fa, warped, inside, m)
+    if finer is None:
+        return glyphs
+    warped, inside = _warp_page(pb, finer, fa.shape)
+    return glyph_outlier(fa, warped, inside)
 
 
 def _warp_page(
@@ -536,22 +557,20 @@ def _warp_page(
     return warped.astype(np.float32), cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
 
 
-#: The close geometry's refinement: ECC iterations fitted at half the close size, then
-#: :data:`ECC_FINE_ITERATIONS` more at the close size itself, and the most it may move a
-#: corner of the page (pixels at the close size): more is another alignment. Half the
-#: size alone left two scans of one page up to 3 px apart along a line of small print
-#: (a 660-px page is 330 px there, its lines 3-5 px tall): their glyphs differed there
-#: as much as another date does, and the glyph comparison could not tell them (#19).
+#: The close geometry's refinement: ECC iterations fitted at half the close size (then,
+#: to confirm a pair's glyphs, :data:`ECC_FINE_ITERATIONS` at the close size itself: see
+#: :func:`_glyphs`), and the most it may move a corner of the page (pixels at the close
+#: size): more is another alignment.
 ECC_ITERATIONS = 10
-ECC_FINE_ITERATIONS = 3
+ECC_FINE_ITERATIONS = 10
 ECC_MOVE = 12.0
 
 
 def _refine(a: np.ndarray, warped: np.ndarray, inside: np.ndarray, m: np.ndarray) -> Any:
     """``m`` (a page's pixels onto ``a``'s) corrected so that ``warped`` (that page warped
     by ``m``) lines up with ``a`` pixel for pixel: OpenCV's ECC (enhanced correlation
-    coefficient) fitted on the pixels where both are; ``None`` when it fails or moves
-    the page more than :data:`ECC_MOVE` pixels."""
+    coefficient) fitted at half the size on the pixels where both are; ``None`` when it
+    fails or moves the page more than :data:`ECC_MOVE` pixels."""
     cv2 = _cv2()
 
     def half(img: np.ndarray) -> np.ndarray:
@@ -559,29 +578,40 @@ def _refine(a: np.ndarray, warped: np.ndarray, inside: np.ndarray, m: np.ndarray
         return cv2.resize(img, size, interpolation=cv2.INTER_AREA)  # type: ignore[no-any-return]
 
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
-    mask = inside.astype(np.uint8)
     try:
         _, w = cv2.findTransformECC(
             half(a), half(warped), np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY,
-            criteria, half(mask), 3,
+            criteria, half(inside.astype(np.uint8)), 3,
         )  # fmt: skip
         # Half-size pixels -> the close size's, pixel centres kept (see _scale).
         to_full = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
-        coarse = to_full @ w.astype(np.float64) @ np.linalg.inv(to_full)
-        np.linalg.inv(coarse)  # a singular fit raises here
+        correction = np.linalg.inv(to_full @ w.astype(np.float64) @ np.linalg.inv(to_full))
     except (cv2.error, np.linalg.LinAlgError):  # no convergence, a singular fit
         return None
-    # Then at the close size itself, from there (a few iterations: it starts within a
-    # pixel or so); a fine pass that fails leaves the coarse fit.
-    fine = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_FINE_ITERATIONS, 1e-5)
+    return _corrected(a.shape, correction, m)
+
+
+def _refine_fine(a: np.ndarray, warped: np.ndarray, inside: np.ndarray, m: np.ndarray) -> Any:
+    """As :func:`_refine`, at the close size itself and for :data:`ECC_FINE_ITERATIONS`
+    iterations (``warped`` is aligned within a pixel or so already)."""
+    cv2 = _cv2()
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_FINE_ITERATIONS, 1e-5)
     try:
         _, w = cv2.findTransformECC(
-            a, warped, coarse.astype(np.float32), cv2.MOTION_HOMOGRAPHY, fine, mask, 3
-        )
+            a, warped, np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY, criteria,
+            inside.astype(np.uint8), 3,
+        )  # fmt: skip
         correction = np.linalg.inv(w.astype(np.float64))
     except (cv2.error, np.linalg.LinAlgError):
-        correction = np.linalg.inv(coarse)
-    hh, ww = a.shape
+        return None
+    return _corrected(a.shape, correction, m)
+
+
+def _corrected(shape: tuple[int, ...], correction: np.ndarray, m: np.ndarray) -> Any:
+    """``correction @ m``; ``None`` when the correction moves a corner of a page of
+    ``shape`` more than :data:`ECC_MOVE` pixels (or nowhere finite)."""
+    cv2 = _cv2()
+    hh, ww = shape[:2]
     corners = np.array([[0, 0], [ww, 0], [ww, hh], [0, hh]], np.float64).reshape(-1, 1, 2)
     moved = cv2.perspectiveTransform(corners, correction) - corners
     if not np.isfinite(moved).all() or float(np.abs(moved).max()) > ECC_MOVE:
