@@ -357,12 +357,14 @@ class Agreement:
         return self.share >= MIN_AGREE and self.blob <= MAX_BLOB and self.tiles > 0 and page_ok
 
 
-def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
+def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray, pages: bool = False) -> Agreement:
     """Compare aligned ``a`` and ``b`` tile by tile (see :class:`Agreement`).
 
     Args:
         a, b: float32 ``(h, w)`` grey images on one grid.
         mask: bool ``(h, w)``, where ``b`` has pixels.
+        pages: both images were found pages at their own size (:func:`prepare`): their
+            share of blank paper is not asked again here (see :func:`_page_differ`).
     """
     ny, nx = a.shape[0] // TILE, a.shape[1] // TILE
     if ny == 0 or nx == 0:  # thinner than a tile (a banner, a strip): nothing to compare
@@ -406,20 +408,28 @@ def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Agreement:
     count, labels = cv2.connectedComponents(closed, connectivity=4)
     sizes = np.bincount(labels.ravel(), weights=grid2.ravel().astype(float), minlength=count)
     biggest = sizes[1:].max() if count > 1 else 0
-    differ = _page_differ(ma, mb, sa, sb, ncc, flat)
+    differ = _page_differ(ma, mb, sa, sb, ncc, flat, pages)
     return Agreement(share, float(biggest) / len(ta), len(ta), differ)
 
 
 def _page_differ(
     ma: np.ndarray, mb: np.ndarray, sa: np.ndarray, sb: np.ndarray, ncc: np.ndarray,
-    flat: np.ndarray,
+    flat: np.ndarray, pages: bool = False,
 ) -> float | None:  # fmt: skip
     """Share of the textured tiles that differ outright when both images are pages
     (module docstring, step 4), from the tiles' means, spreads and correlations; ``None``
-    when they are not pages."""
+    when they are not pages.
+
+    With ``pages`` (both found pages at their own size), the share of blank paper is not
+    asked again: a dense page, two columns of 12-px print, has too little of it left in
+    8-px tiles at 384 px, was judged as a photo, and another amount in one line was a
+    caption's worth (review of #19). Its ink on paper still is: pages taken for pages at
+    512 px that are pictures here (a white sky with wires, a whiteboard: review of #19,
+    seventh pass; their turned and phone copies were lost when they were read closely)
+    stay pictures."""
     paper = flat & (ma >= PAPER) & (mb >= PAPER)
     textured = ~flat
-    if paper.mean() < DOC_PAPER or not textured.any():
+    if not paper.any() or not textured.any() or (paper.mean() < DOC_PAPER and not pages):
         return None
     level = min(float(np.median(ma[paper])), float(np.median(mb[paper])))
     # Ink on paper: a tile holding paper and strokes reaches the paper's level within
@@ -461,19 +471,15 @@ def _compare(a: Look, b: Look, h: np.ndarray, refine: bool = True) -> tuple[Agre
     area_b = abs(float(cv2.contourArea(projected)))
     overlap = float(mask.sum())
     cover = max(overlap / mask.size, overlap / area_b if area_b > 0 else 0.0)
-    found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask)
+    pages = a.page is not None and b.page is not None
+    found = agreement(small_a.astype(np.float32), warped.astype(np.float32), mask, pages)
     near = found.share >= MIN_AGREE and found.blob <= MAX_BLOB  # else distinct anyway
     if a.coloured or b.coloured:
         # Fields of several colours are no paper: a logo is a picture, not a page (its
         # tiles' grey passed for one at the usual size too: a logo's copy, turned and
         # mirrored, differed there in 4.6% of them, over DOC_DIFFER, #19).
         found = replace(found, differ=None)
-    # Two pages (each kept a close copy: :func:`prepare`) are read closely whatever their
-    # tiles say at this size: a dense page, two columns of small print, has too little
-    # blank paper left in 8-px tiles of a 384-px image to pass for one here, and was
-    # judged as a photo, where one changed word or character is a caption's worth
-    # (distinct pages of that kind called copies, review of #19).
-    if a.page is not None and b.page is not None and near:
+    if found.differ is not None and a.page is not None and b.page is not None and near:
         differ, bar, glyphs = _close(a.page, b.page, a.shape, b.shape, h, refine)
         found = replace(found, differ=differ, bar=bar, glyphs=glyphs)
     return found, min(1.0, cover)
@@ -547,25 +553,31 @@ def _glyphs(
     finer = _refine_fine(fa, warped, inside, m)
     if finer is None:
         return glyphs
-    warped, inside = _warp_page(pb, finer, fa.shape)
+    warped, inside = _warp_page(pb, finer, fa.shape, cubic=True)
     return glyph_outlier(fa, warped, inside)
 
 
 def _warp_page(
-    pb: np.ndarray, m: np.ndarray, shape: tuple[int, ...]
+    pb: np.ndarray, m: np.ndarray, shape: tuple[int, ...], cubic: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """``pb`` warped by ``m`` onto a page of ``shape`` (float32), and where it has pixels.
 
-    Bicubic: linear interpolation blurs by how far each pixel falls between two (none at
-    a whole-pixel shift, a [0.5, 0.5] average at half a pixel), so a page turned a degree
-    came back blurred in bands, and a copy's glyphs differed there as much as a changed
-    character (review of #19: one-character changes on scanned receipts, handwriting and
-    a landscape page, 86 -> 77 of 200 distinct verdicts called copies, copies 286 -> 288
-    of 360; an invoice re-saved small and another with its date and quantity changed,
-    1.93 -> over the bar)."""
+    Bilinear, or bicubic to confirm a pair's glyphs once aligned at the close size
+    (:func:`_glyphs`). Bilinear interpolation blurs each pixel by how far it falls
+    between two (nothing at a whole-pixel shift, a [0.5, 0.5] average at half a pixel):
+    a page turned a degree came back blurred in bands, and there a copy's glyphs differed
+    as much as a changed character (#19, seventh pass: one-character changes on scanned
+    receipts, handwriting, a landscape page; an invoice re-saved small against another
+    with its date and quantity changed). Bicubic keeps strokes sharp, and so shows a
+    misalignment of a fraction of a pixel that bilinear blurs away: used everywhere, it
+    lost exact 90-degree turns whose half-size alignment was that far off, and a rescan
+    of a form against its small re-save (review of #19, seventh pass). Only the final,
+    finest alignment is compared so.
+    """
     cv2 = _cv2()
     size = (shape[1], shape[0])
-    warped = cv2.warpPerspective(pb, m, size, flags=cv2.INTER_CUBIC)
+    flags = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    warped = cv2.warpPerspective(pb, m, size, flags=flags)
     inside = cv2.warpPerspective(np.full(pb.shape, 255, np.uint8), m, size)
     return warped.astype(np.float32), cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
 
@@ -808,7 +820,7 @@ def _judge(
     thin = thin or _too_thin(a, b)
     copy = found.copy and (how == "framing" or cover >= MIN_COVER)
     verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
-    return verdict, thin, found.differ is not None or (a.page is not None and b.page is not None)
+    return verdict, thin, found.differ is not None
 
 
 def _too_thin(a: Look, b: Look) -> bool:
