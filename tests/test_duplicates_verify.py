@@ -1000,8 +1000,9 @@ def _newsletter(change: str | None = None) -> Image.Image:
 # Review of #19: a dense page has too little blank paper left in the 8-px tiles of the
 # usual 384-px comparison to pass for a page there, and was judged as a photo, where a
 # changed amount is a caption's worth: two such newsletters, another amount in one line,
-# were copies, clean or scanned. Two images that keep close copies (both pages by
-# :func:`prepare`'s own test) are read closely now; a rescan stays a copy.
+# were copies, clean or scanned. When both images are pages by :func:`prepare`'s own test,
+# that comparison no longer asks for its share of blank paper (its ink on paper still
+# counts): they are read closely now; a rescan stays a copy.
 @pytest.mark.parametrize("how", ["clean", "scanned"])
 def test_a_dense_page_with_another_amount_is_not_a_copy(how):
     page, other = _newsletter(), _newsletter("total 7,850")
@@ -1017,3 +1018,16 @@ def test_a_dense_page_rescanned_is_a_copy():
     scan = lookalikes._scan(page, random.Random(4))
     assert same(page, scan) is True
     assert same(scan, page) is True
+
+
+# #19, seventh pass: a scan of an invoice one letter of the name apart ("Anna Ball")
+# against the clean invoice was a copy in this order: its glyphs, confirmed on the page
+# warped bilinear at the finest alignment, were blurred in bands where pixels fall
+# between two, and the changed letter did not stand out. Warped bicubic there, it does.
+# (In the other order, clean page first, these pairs are still copies: a known limit.)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_a_scanned_invoice_one_letter_apart_is_not_a_copy(seed):
+    page = lookalikes.invoice(name="Anna Bell", date="05/07/2023", qty=6)
+    other = lookalikes.invoice(name="Anna Ball", date="05/07/2023", qty=6)
+    scan = lookalikes._scan(other, random.Random(200 + seed))
+    assert same(scan, page) is False
