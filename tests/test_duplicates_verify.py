@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import lookalikes
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from lookalike.demo.samples import EDITS, load_originals
-from lookalike.duplicates.calibrate import MIN_LOOKS, look_budget
+from lookalike.duplicates.calibrate import MIN_LOOKS, look_budget, run_budget
 from lookalike.duplicates.candidates import Pairs
 from lookalike.duplicates.second_look import second_look
 from lookalike.duplicates.verify import Look, Verdict, Verifier, compare_looks, prepare
@@ -164,29 +165,38 @@ def test_look_alikes_cost_a_bounded_number_of_looks(tmp_path, letters):
         max_rejects=5,
     )  # fmt: skip
     assert capped.rejected == capped.looked == 5 and capped.passed_over == len(i) - 5
-    # When the budget can run out, the most similar pairs are looked at first, whatever
-    # their connected set (copies score highest).
+    # When the budget can run out, each image's nearest candidates are looked at first,
+    # whatever their cosine or connected set: a copy nearly always is one. Four
+    # look-alike letters, every pair a candidate at 0.98-0.99, and a letter with its
+    # rescan at 0.90, each the other's only candidate: in the order of cosines the copy
+    # came last and was passed over.
     seen: list[tuple[str, str]] = []
 
     class Recording(Verifier):
         def verdict(self, a, b):  # type: ignore[no-untyped-def]
-            seen.append((a, b))
+            seen.append((Path(a).stem, Path(b).stem))
             return super().verdict(a, b)
 
-    # Two connected sets: letters 0-3 (cosines 0.95-0.96), letters 4-7 (0.98-0.99).
+    copy = letters.write(tmp_path / "copy")
+    five = [*paths[:4], copy["letter000"], copy["letter000_rescan"]]
     ai, aj = np.triu_indices(4, 1)
-    two = Pairs(
-        np.r_[ai, ai + 4].astype(np.int64), np.r_[aj, aj + 4].astype(np.int64),
-        np.r_[np.linspace(0.96, 0.95, 6), np.linspace(0.99, 0.98, 6)],
+    mixed = Pairs(
+        np.r_[ai, 4].astype(np.int64), np.r_[aj, 5].astype(np.int64),
+        np.r_[np.linspace(0.99, 0.98, 6), 0.90],
     )  # fmt: skip
-    second_look(
-        two, lambda p: str(paths[p]), node=node, undecided_from=0.9,
-        verifier=Recording(workers=1), max_rejects=3,
+    found = second_look(
+        mixed, lambda p: str(five[p]), node=np.arange(6, dtype=np.int64), undecided_from=0.95,
+        verifier=Recording(workers=1), max_rejects=2,
     )  # fmt: skip
-    top = np.argsort(-two.score)[:3]
-    assert seen == [(str(paths[two.i[k]]), str(paths[two.j[k]])) for k in top]
+    name = [Path(p).stem for p in five]
+    # Ranks (0: the image's most similar): (0,1) 0 for both, the copy 0, (0,2) and (1,2)
+    # 1 at worst; then by cosine.
+    assert seen == [(name[0], name[1]), (name[4], name[5]), (name[0], name[2])]
+    assert found.verified == {(4, 5)} and found.rejected == 2 and found.budget_spent
     assert capped.budget_spent and not looked.budget_spent
     assert look_budget(10_000) == 10_000 and look_budget(10) == MIN_LOOKS
+    # A run spends a quarter of what the calibration plans for (no less than MIN_LOOKS).
+    assert run_budget(10_000) == 2_500 and run_budget(10) == MIN_LOOKS
 
 
 @pytest.mark.xfail(

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .calibrate import look_budget
+from .calibrate import run_budget
 from .candidates import Pairs, Transform, fit_transform, similar_pairs
 from .grouping import RawGroup, build_groups, one_name_per_file, sort_groups
 from .keep import DEFAULT_KEEP, FileFacts, file_facts, parse_keep, rank_key
+from .remembered import Remembered
 from .rows import ArrayRows, CacheRows, Rows
 from .second_look import LookedPairs, second_look
 from .types import DuplicateGroup, DuplicateMember, DuplicateReport
@@ -141,10 +142,16 @@ def find_duplicates(
         same = [source.positions(s) for s in identical_sets(store, source.sorted_ids)]
         transform = fit_transform(source.rows, center)
         pairs, stats = similar_pairs(source.rows, threshold, transform=transform)
-        look = _Look(Verifier(limits), max(threshold, undecided_from or 0.0)) if verify else None
+        look = None
+        if verify:
+            # Verdicts of earlier runs, beside the vector cache (a server store: none).
+            memory = Remembered.open(cache_dir) if cache_dir is not None else None
+            look = _Look(Verifier(limits, memory=memory), max(threshold, undecided_from or 0.0))
         groups, looked = _assemble(store, source, pairs, same, rule, facts or {}, transform, look)
     finally:
         source.close()
+        if look is not None and look.verifier.memory is not None:
+            look.verifier.memory.close()
     report = DuplicateReport(
         threshold=float(threshold),
         images=n,
@@ -160,6 +167,7 @@ def find_duplicates(
         report.inferred = looked.inferred
         report.look_budget_spent = looked.budget_spent
         report.look_seconds = looked.seconds
+        report.remembered = looked.remembered
     return report
 
 
@@ -204,7 +212,7 @@ def _assemble(
             node=node,
             verifier=look.verifier,
             undecided_from=look.undecided_from,
-            max_rejects=look_budget(source.rows.n),
+            max_rejects=run_budget(source.rows.n),
         )
         pairs = looked.pairs
     raw_groups = build_groups(

@@ -99,10 +99,11 @@ def look_line(report: DuplicateReport) -> str:
     """What the second look did (or that it was off)."""
     if not report.second_look:
         return "second look: off (--no-verify): groups rest on the cosine alone"
+    again = f"; {report.remembered} remembered from earlier runs" if report.remembered else ""
     line = (
         f"second look: {report.looked} candidate pairs looked at, "
         f"{report.looked - report.rejected} copies, {report.rejected} look-alikes set apart "
-        f"({report.look_seconds:.1f} s)"
+        f"({report.look_seconds:.1f} s{again})"
     )
     if report.inferred:
         line += f"; {report.inferred} more pairs are copies of one same image"

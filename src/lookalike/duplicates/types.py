@@ -267,6 +267,9 @@ class DuplicateReport:
         inferred: pairs kept (verified) because both images are confirmed copies of a
             third one.
         look_seconds: wall time of the second look (part of ``seconds``).
+        remembered: of the pairs decided (``looked``), those whose verdict an earlier
+            run had made for the same two files (:mod:`~lookalike.duplicates.remembered`):
+            not looked at again.
     """
 
     threshold: float
@@ -285,6 +288,7 @@ class DuplicateReport:
     inferred: int = 0
     look_seconds: float = 0.0
     look_budget_spent: bool = False
+    remembered: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ``duplicates --json`` object: ``{"threshold", "images", "seconds", "groups"}``,
@@ -304,6 +308,7 @@ class DuplicateReport:
                 "inferred": self.inferred,
                 "passed_over": self.passed_over,
                 "budget_spent": self.look_budget_spent,
+                "remembered": self.remembered,
             }
         return out
 

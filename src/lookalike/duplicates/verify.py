@@ -225,6 +225,8 @@ class Verdict:
         how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry), ``"unreadable"`` or
             ``"too thin"`` (an image thinner than a tile once compared: undecided).
         blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
+        remembered: made by an earlier run for these two files, not looked at again
+            (:mod:`~lookalike.duplicates.remembered`; not part of the verdict's value).
     """
 
     copy: bool | None
@@ -234,6 +236,7 @@ class Verdict:
     mirrored: bool = False
     how: str = "none"
     blob: float = 1.0
+    remembered: bool = field(default=False, compare=False)
 
 
 def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
@@ -838,6 +841,9 @@ class Verifier:
         limits: decode limits (``None``: the defaults).
         load: path -> :class:`Look` or ``None`` (default: :func:`look_at_file`).
         cache_bytes: the cache's bound.
+        memory: verdicts remembered between runs
+            (:class:`~lookalike.duplicates.remembered.Remembered`): a pair whose two files
+            are as they were is not looked at again, and each new verdict is remembered.
         workers: threads that look at pairs at once (:meth:`many`,
             :func:`~lookalike.duplicates.second_look.second_look`); ``None``: one per usable
             core, at most :data:`MAX_WORKERS`.
@@ -849,6 +855,7 @@ class Verifier:
         load: Callable[[str | bytes], Look | None] | None = None,
         cache_bytes: int = CACHE_BYTES,
         workers: int | None = None,
+        memory: Any = None,
     ) -> None:
         from .._cpu import usable_cores
 
@@ -859,8 +866,10 @@ class Verifier:
         self._limit = cache_bytes
         self._lock = threading.Lock()
         self._loading: dict[str | bytes, threading.Event] = {}
+        self.memory = memory
         self.looked = 0
         self.prepared = 0
+        self.remembered = 0
 
     def _put(self, path: str | bytes, look: Look | None) -> None:
         old = self._cache.pop(path, None)
@@ -908,7 +917,16 @@ class Verifier:
         order by the run and as (sample, neighbour) by the calibration, one pair could be
         labelled a copy and judged distinct; put in path order, renaming a file changed
         its verdict (review, #19). The images' own pixels decide the order:
-        :attr:`Look.order`.)"""
+        :attr:`Look.order`.) A verdict remembered for these two files as they are
+        (:attr:`memory`) is taken as it is."""
+        keys = self.memory.keys(a, b) if self.memory is not None else None
+        if keys is not None:
+            found = self.memory.get(keys)
+            if found is not None:
+                with self._lock:
+                    self.looked += 1
+                    self.remembered += 1
+                return found  # type: ignore[no-any-return]
         la, lb = self.look(a), self.look(b)
         if la is None or lb is None:
             return Verdict(None, how="unreadable")
@@ -925,6 +943,8 @@ class Verifier:
                     self._bytes += size - held[1]
                     self._cache[path] = (look, size)
             self._evict()
+        if keys is not None:
+            self.memory.put(keys, verdict, a, b)
         return verdict
 
     def many(self, pairs: Sequence[tuple[str | bytes, str | bytes]]) -> list[Verdict]:

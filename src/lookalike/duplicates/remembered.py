@@ -1,0 +1,290 @@
+"""Verdicts of the second look remembered between runs: ``<db>.cache/looks.sqlite``.
+
+A run over a collection of look-alikes looks at thousands of pairs (10,000 mosaics of the
+sample photos: about 10,000 looks, minutes, #19), and the next run over the same files
+asks the same questions: the review in the browser, ``--move-to`` after a dry run, the
+same search again. Each decided verdict is kept, and a later run takes it instead of
+looking again while both files are as they were.
+
+"As they were" is the identity of each file as the look read it, links followed:
+``(device, inode, size, mtime_ns, ctime_ns)``. Writing a file, replacing it, or renaming
+another over it changes one of them (the change time cannot be set back), so a changed
+file is looked at again; the identity is taken again after the look, and a file that
+changed while it was read is not remembered. Only regular files are remembered.
+
+The verdict also belongs to the look that made it: the file keeps the :func:`version` it
+was written by (a digest of the look's code and of the OpenCV, NumPy and Pillow it ran
+on), and a run of another version starts it afresh.
+
+It is a derived cache: deleted, it is made again; corrupt, it is made again; when it
+cannot be used (another process holds it too long, a full disk, a folder that cannot be
+written, something not a regular file at its name, a file or folder another user owns or
+may write: its verdicts decide what ``--move-to`` moves), the run looks at every pair as
+if it were not there. It never fails a run. It is bounded: past :data:`MAX_ROWS` verdicts, the
+least recently used go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import stat
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .verify import Verdict
+
+#: The file's name in the index's cache folder.
+NAME = "looks.sqlite"
+#: Verdicts kept at most (about 120 bytes each on disk).
+MAX_ROWS = 2_000_000
+#: Verdicts written at once.
+BATCH = 512
+_KEY = struct.Struct("<5q")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS looks (
+    a BLOB NOT NULL,
+    b BLOB NOT NULL,
+    copy INTEGER NOT NULL,
+    agree REAL NOT NULL,
+    cover REAL NOT NULL,
+    inliers INTEGER NOT NULL,
+    mirrored INTEGER NOT NULL,
+    how TEXT NOT NULL,
+    blob REAL NOT NULL,
+    used REAL NOT NULL,
+    PRIMARY KEY (a, b)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS looks_used ON looks (used);
+"""
+
+_VERSION: str | None = None
+
+
+def version() -> str:
+    """The look's version: a digest of the code that decides a verdict (the second look,
+    the page reading, the decoder) and of the libraries it runs on."""
+    global _VERSION
+    if _VERSION is None:
+        import cv2
+        import numpy
+        import PIL
+
+        from ..decode import formats, image
+        from . import pages, verify
+
+        h = hashlib.sha256()
+        for module in (verify, pages, image, formats):
+            h.update(Path(str(module.__file__)).read_bytes())
+        h.update(f"{cv2.__version__} {numpy.__version__} {PIL.__version__}".encode())
+        _VERSION = h.hexdigest()[:32]
+    return _VERSION
+
+
+def file_key(path: str | bytes) -> bytes | None:
+    """The identity of the file at ``path`` (links followed), ``None`` when it is not a
+    regular file one can stat."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_ino == 0:
+        return None
+    return _KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Remembered:
+    """The verdicts file of one index, open for one run. Safe to use from several threads.
+
+    Use :meth:`open`; every method is a no-op once the file has failed (see the module
+    docstring)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db: sqlite3.Connection | None = db
+        self._lock = threading.Lock()
+        self._new: dict[tuple[bytes, bytes], tuple[Any, ...]] = {}
+        self._used: list[tuple[float, bytes, bytes]] = []
+
+    @classmethod
+    def open(cls, directory: Path | str) -> Remembered | None:
+        """The verdicts file in ``directory`` (made when missing, made again when corrupt or
+        of another version); ``None`` when it cannot be used."""
+        path = Path(directory) / NAME
+        if not _private(Path(directory), folder=True):
+            return None
+        for attempt in (0, 1):
+            try:
+                # Made private: a verdict read from it decides what --move-to moves.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            except FileExistsError:
+                pass
+            except OSError:
+                return None
+            if not _private(path, folder=False):
+                return None  # a FIFO, a device, a link, another's file: never opened
+            db = None
+            try:
+                db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                row = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+                if row is None or row[0] != version():
+                    with db:
+                        db.execute("DELETE FROM looks")
+                        db.execute(
+                            "INSERT OR REPLACE INTO meta VALUES ('version', ?)", (version(),)
+                        )
+                return cls(db)
+            except sqlite3.DatabaseError as e:
+                if db is not None:
+                    db.close()
+                # Not a database (a torn or foreign file): it is only a cache, made again
+                # once. Locked by another run for longer than the timeout: not used.
+                corrupt = not isinstance(e, sqlite3.OperationalError)
+                if attempt or not corrupt:
+                    return None
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{path}{suffix}")
+            except OSError:
+                if db is not None:
+                    db.close()
+                return None
+        return None
+
+    @staticmethod
+    def keys(a: str | bytes, b: str | bytes) -> tuple[bytes, bytes] | None:
+        """:func:`pair_keys` (what :meth:`get` and :meth:`put` take)."""
+        return pair_keys(a, b)
+
+    def get(self, keys: tuple[bytes, bytes]) -> Verdict | None:
+        """The verdict remembered for the files of ``keys`` (:func:`pair_keys`), or ``None``."""
+        with self._lock:
+            if self._db is None:
+                return None
+            pending = self._new.get(keys)
+            try:
+                row = (
+                    pending[2:9]
+                    if pending is not None
+                    else self._db.execute(
+                        "SELECT copy, agree, cover, inliers, mirrored, how, blob FROM looks "
+                        "WHERE a = ? AND b = ?",
+                        keys,
+                    ).fetchone()
+                )
+            except sqlite3.Error:
+                self._fail()
+                return None
+            if row is None:
+                return None
+            self._used.append((time.time(), *keys))
+            found = Verdict(
+                bool(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], row[6], True
+            )
+            self._flush_if_due()
+            return found
+
+    def put(
+        self, keys: tuple[bytes, bytes], verdict: Verdict, a: str | bytes, b: str | bytes
+    ) -> None:
+        """Remember ``verdict`` for the files ``a`` and ``b``, whose identities were ``keys``
+        before the look: only when the look decided, and both files are still the same."""
+        if verdict.copy is None or pair_keys(a, b) != keys:
+            return
+        row = (
+            *keys,
+            int(verdict.copy),
+            float(verdict.agree),
+            float(verdict.cover),
+            int(verdict.inliers),
+            int(verdict.mirrored),
+            verdict.how,
+            float(verdict.blob),
+            time.time(),
+        )
+        with self._lock:
+            if self._db is None:
+                return
+            self._new[keys] = row
+            self._flush_if_due()
+
+    def close(self) -> None:
+        """Write what is pending, drop the least recently used past :data:`MAX_ROWS`, close."""
+        with self._lock:
+            if self._db is None:
+                return
+            self._flush()
+            db = self._db
+            if db is not None:
+                try:
+                    (rows,) = db.execute("SELECT COUNT(*) FROM looks").fetchone()
+                    if rows > MAX_ROWS:
+                        with db:
+                            db.execute(
+                                "DELETE FROM looks WHERE (a, b) IN "
+                                "(SELECT a, b FROM looks ORDER BY used LIMIT ?)",
+                                (rows - MAX_ROWS,),
+                            )
+                except sqlite3.Error:
+                    pass
+                db.close()
+            self._db = None
+
+    def _flush_if_due(self) -> None:
+        if len(self._new) + len(self._used) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        db = self._db
+        if db is None or not (self._new or self._used):
+            return
+        try:
+            with db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    list(self._new.values()),
+                )
+                db.executemany("UPDATE looks SET used = ? WHERE a = ? AND b = ?", self._used)
+        except sqlite3.Error:
+            self._fail()
+            return
+        self._new, self._used = {}, []
+
+    def _fail(self) -> None:
+        """Stop using the file for this run (it is only a cache)."""
+        db, self._db = self._db, None
+        self._new, self._used = {}, []
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+
+def _private(path: Path, folder: bool) -> bool:
+    """Whether ``path`` is ours alone: a folder (links followed) or a regular file (not a
+    link) owned by this user that no one else may write. Anyone who could write the
+    verdicts, or put a journal beside them, could have two distinct files moved as
+    copies."""
+    try:
+        st = os.stat(path) if folder else os.lstat(path)
+    except OSError:
+        return False
+    kind = stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)
+    return kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def pair_keys(a: str | bytes, b: str | bytes) -> tuple[bytes, bytes] | None:
+    """The identities of files ``a`` and ``b`` in a fixed order (a verdict does not
+    depend on the order it was asked in: :meth:`~lookalike.duplicates.verify.Verifier.verdict`);
+    ``None`` when either is not a regular file, or both are one file."""
+    ka, kb = file_key(a), file_key(b)
+    if ka is None or kb is None or ka == kb:
+        return None
+    return (ka, kb) if ka < kb else (kb, ka)

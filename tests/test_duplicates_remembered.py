@@ -1,0 +1,229 @@
+"""Verdicts of the second look remembered between runs (#19): a later run over the same
+files takes them instead of reading the files again; a file changed in any way is looked at
+again; the verdicts file, broken or replaced by something else, never fails or hangs a run.
+Real photos, real files, the real second look; vectors given (every pair is a candidate)."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lookalike.duplicates.remembered as remembered
+import lookalike.duplicates.verify as verify
+from lookalike import Index
+from lookalike.demo.samples import EDITS, load_originals
+from lookalike.duplicates.remembered import NAME, Remembered
+from lookalike.duplicates.verify import Verdict
+
+NAMES = ["chelsea", "coffee", "astronaut", "rocket"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return load_originals(NAMES)
+
+
+@pytest.fixture
+def collection(tmp_path, photos):
+    """Four photos and two edited copies as JPEG files, indexed with vectors that make
+    every pair a candidate: the second look alone decides. Returns (db, folder)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    images = dict(photos)
+    images["chelsea_crop"] = EDITS["crop30"](photos["chelsea"], random.Random(0), photos["rocket"])
+    images["coffee_small"] = EDITS["jpeg20"](photos["coffee"], random.Random(0), photos["rocket"])
+    paths = []
+    for name, im in images.items():
+        path = folder / f"{name}.jpg"
+        im.convert("RGB").save(path, quality=90)
+        paths.append(str(path))
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(64)
+    vectors = np.stack([base + 0.01 * rng.standard_normal(64) for _ in paths]).astype(np.float32)
+    db = tmp_path / "pics.db"
+    with Index.open(db) as idx:
+        idx.add_embeddings(paths, vectors)
+    return db, folder
+
+
+def run(db: Path):
+    with Index.open(db) as idx:
+        return idx.duplicate_report(threshold=0.9, calibrate=False)
+
+
+def groups(report) -> set[frozenset[str]]:
+    return {frozenset(Path(m.path).name for m in g.members) for g in report.groups}
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Files the second look reads, by name."""
+    seen: list[str] = []
+    real = verify.look_at_file
+
+    def counted(path, limits=None):
+        seen.append(Path(os.fsdecode(path)).name)
+        return real(path, limits)
+
+    monkeypatch.setattr(verify, "look_at_file", counted)
+    return seen
+
+
+EXPECTED = {
+    frozenset({"chelsea.jpg", "chelsea_crop.jpg"}),
+    frozenset({"coffee.jpg", "coffee_small.jpg"}),
+}
+
+
+def test_a_second_run_takes_the_verdicts_it_remembered_and_reads_no_file(collection, reads):
+    db, _ = collection
+    first = run(db)
+    assert groups(first) == EXPECTED
+    assert first.looked == 15 and first.remembered == 0
+    assert first.to_dict()["second_look"]["remembered"] == 0
+    assert len(reads) == 6
+    reads.clear()
+    second = run(db)
+    assert reads == []  # nothing read again
+    assert second.looked == 15 and second.remembered == 15
+    assert second.rejected == first.rejected
+    assert second.to_dict()["groups"] == first.to_dict()["groups"]  # verified flags too
+    assert second.to_dict()["second_look"]["remembered"] == 15
+
+
+def test_a_file_changed_in_place_is_looked_at_again_even_with_its_size_and_time_kept(
+    collection, photos, reads
+):
+    db, folder = collection
+    assert groups(run(db)) == EXPECTED
+    # The crop's file now holds another photo: same inode, same size (padded), its
+    # modification time set back. Only its change time says so.
+    target = folder / "chelsea_crop.jpg"
+    st = os.stat(target)
+    other = folder.parent / "other.jpg"
+    photos["rocket"].convert("RGB").resize((200, 150)).save(other, quality=60)
+    data = other.read_bytes()
+    assert len(data) < st.st_size
+    with open(target, "r+b") as f:
+        f.write(data + b"\0" * (st.st_size - len(data)))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(target)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )
+    reads.clear()
+    report = run(db)
+    # The crop's five pairs were looked at again: it is a small copy of the rocket now.
+    assert report.remembered == 10 and report.looked == 15
+    assert "chelsea_crop.jpg" in reads
+    assert groups(report) == {
+        frozenset({"coffee.jpg", "coffee_small.jpg"}),
+        frozenset({"rocket.jpg", "chelsea_crop.jpg"}),
+    }
+
+
+def test_a_verdict_is_not_remembered_when_a_file_changed_while_it_was_looked_at(tmp_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"a" * 100)
+    b.write_bytes(b"b" * 100)
+    memory = Remembered.open(tmp_path)
+    assert memory is not None
+    keys = memory.keys(str(a), str(b))
+    assert keys is not None and memory.keys(str(b), str(a)) == keys  # either order
+    with open(b, "ab") as f:  # changed during the look
+        f.write(b"more")
+    memory.put(keys, Verdict(True, 0.9, 1.0, 50, False, "orb", 0.0), str(a), str(b))
+    assert memory.get(keys) is None
+    memory.put(keys := memory.keys(str(a), str(b)), Verdict(False, 0.1), str(a), str(b))
+    found = memory.get(keys)
+    assert found is not None and found.copy is False and found.remembered
+    memory.close()
+    # One file under two names (a hard link) is not a pair to remember.
+    os.link(a, tmp_path / "a2.jpg")
+    assert Remembered.keys(str(a), str(tmp_path / "a2.jpg")) is None
+
+
+def test_another_version_of_the_look_starts_afresh(collection, reads, monkeypatch):
+    db, _ = collection
+    run(db)
+    monkeypatch.setattr(remembered, "_VERSION", "another look")
+    reads.clear()
+    report = run(db)
+    assert report.remembered == 0 and len(reads) == 6
+    assert groups(report) == EXPECTED
+
+
+def test_a_corrupt_verdicts_file_is_made_again(collection):
+    db, _ = collection
+    path = Path(f"{db}.cache") / NAME
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"not a database, " * 400)
+    report = run(db)
+    assert groups(report) == EXPECTED and report.remembered == 0
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT COUNT(*) FROM looks").fetchone()[0] == 15
+    assert run(db).remembered == 15
+
+
+def test_a_fifo_at_the_verdicts_name_is_left_alone_and_never_blocks(collection):
+    db, _ = collection
+    path = Path(f"{db}.cache") / NAME
+    path.parent.mkdir(exist_ok=True)
+    os.mkfifo(path)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(run(db)), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "the run hung on a FIFO"
+    assert groups(out[0]) == EXPECTED and out[0].remembered == 0
+    assert path.is_fifo()
+
+
+def test_a_verdicts_file_held_by_another_process_does_not_fail_the_run(collection):
+    db, _ = collection
+    run(db)
+    path = Path(f"{db}.cache") / NAME
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # holds the write lock throughout the run
+    try:
+        report = run(db)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert groups(report) == EXPECTED
+
+
+def test_the_verdicts_kept_are_bounded(collection, monkeypatch):
+    db, _ = collection
+    monkeypatch.setattr(remembered, "MAX_ROWS", 4)
+    run(db)
+    with sqlite3.connect(Path(f"{db}.cache") / NAME) as con:
+        assert con.execute("SELECT COUNT(*) FROM looks").fetchone()[0] == 4
+    assert run(db).remembered <= 4
+
+
+def test_verdicts_someone_else_could_write_are_not_used(collection, reads):
+    # A verdict read from the file decides what --move-to moves: a file or folder another
+    # user may write could have two distinct files moved as copies.
+    db, _ = collection
+    run(db)
+    folder = Path(f"{db}.cache")
+    path = folder / NAME
+    assert path.stat().st_mode & 0o777 == 0o600
+    for target, mode in ((folder, 0o777), (path, 0o666)):
+        before = target.stat().st_mode & 0o777
+        target.chmod(mode)
+        reads.clear()
+        report = run(db)
+        assert report.remembered == 0 and len(reads) == 6, target
+        assert groups(report) == EXPECTED
+        target.chmod(before)
+    assert run(db).remembered == 15
