@@ -66,3 +66,10 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, subprocess.Co
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
     return wall, p
+
+
+def forget_looks(db: str | os.PathLike[str]) -> None:
+    """Remove the second look's verdicts an earlier run remembered beside index ``db``
+    (``<db>.cache/looks.sqlite``): a timed run is then a first run."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{os.fspath(db)}.cache/looks.sqlite{suffix}").unlink(missing_ok=True)

@@ -227,3 +227,45 @@ def test_verdicts_someone_else_could_write_are_not_used(collection, reads):
         assert groups(report) == EXPECTED
         target.chmod(before)
     assert run(db).remembered == 15
+
+
+def test_a_file_rewritten_after_its_first_look_in_a_run_is_not_remembered_as_it_was(
+    tmp_path, photos
+):
+    # Review (helper-25): the verifier keeps each file's prepared image for the run. A
+    # file rewritten after it was first read (a sync client, an editor) is compared, in
+    # the run's later pairs, from its old pixels; that verdict must not be remembered
+    # under the file's new identity, where every later run would take it.
+    x, y, z = (tmp_path / n for n in ("x.jpg", "y.jpg", "z.jpg"))
+    photos["chelsea"].convert("RGB").save(x, quality=90)
+    EDITS["crop30"](photos["chelsea"], random.Random(0), photos["rocket"]).convert("RGB").save(
+        y, quality=90
+    )
+    photos["coffee"].convert("RGB").save(z, quality=90)
+    memory = Remembered.open(tmp_path)
+    assert memory is not None
+    run1 = verify.Verifier(workers=1, memory=memory)
+    assert run1.verdict(str(x), str(z)).copy is False  # x read (chelsea), kept for the run
+    photos["rocket"].convert("RGB").save(x, quality=90)  # x rewritten: another photo
+    run1.verdict(str(x), str(y))  # from x's old pixels: may say "copy" for this run...
+    memory.close()
+    truth = verify.Verifier(workers=1).verdict(str(x), str(y))
+    assert truth.copy is False
+    memory = Remembered.open(tmp_path)
+    assert memory is not None
+    later = verify.Verifier(workers=1, memory=memory).verdict(str(x), str(y))
+    memory.close()
+    assert later.copy == truth.copy  # ... but a later run must see the rocket
+
+
+def test_a_verdicts_table_of_another_layout_is_made_again(collection):
+    # (review of #19) A table with another layout under the current version was never
+    # made again: every write failed, and no run remembered anything from then on.
+    db, _ = collection
+    run(db)
+    path = Path(f"{db}.cache") / NAME
+    with sqlite3.connect(path) as con:
+        con.execute("DROP TABLE looks")
+        con.execute("CREATE TABLE looks (a BLOB, b BLOB, copy INTEGER, extra TEXT)")
+    assert run(db).remembered == 0
+    assert run(db).remembered == 15

@@ -80,8 +80,6 @@ UNCERTAIN = 0.05
 #: costs tens of milliseconds), at most this many per image or :data:`MIN_LOOKS` in all.
 LOOKS_PER_IMAGE = 1.0
 MIN_LOOKS = 2000
-#: ... and what one run spends at most (:func:`run_budget`).
-RUN_LOOKS_PER_IMAGE = 0.25
 #: Looks at pairs that are not copies cheap enough to always spend when a lower threshold
 #: finds more copies: this many (5-10 s at 10-20 ms a look), or this share of the images
 #: (at a million images, 10,000 looks: 2-4 minutes, about what the vector search takes).
@@ -234,17 +232,6 @@ def look_budget(images: int) -> int:
     images: :data:`LOOKS_PER_IMAGE` per image, or :data:`MIN_LOOKS` in all. The calibration
     plans within it; a run stops looking there (the plan is an estimate)."""
     return int(max(MIN_LOOKS, LOOKS_PER_IMAGE * images))
-
-
-def run_budget(images: int) -> int:
-    """Pairs that are not copies one run's second look may turn down over ``images``
-    images: :data:`RUN_LOOKS_PER_IMAGE` per image, or :data:`MIN_LOOKS` in all. Less than
-    the calibration plans for (:func:`look_budget`): the run looks at each image's nearest
-    candidates first (:mod:`~lookalike.duplicates.second_look`), where the copies are, so
-    the pairs it passes over are look-alikes. 10,000 mosaics of the sample photos, whose
-    calibration planned 10,000 looks: 10,100 turned down found 68 of the 72 copy pairs in
-    the order of cosines; 2,500 find as many in this order, and 10,000 all 72 (#19)."""
-    return int(max(MIN_LOOKS, RUN_LOOKS_PER_IMAGE * images))
 
 
 def copy_pairs_per_image(existing_copies: int, samples: int, measured: bool = False) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .calibrate import run_budget
+from .calibrate import look_budget
 from .candidates import Pairs, Transform, fit_transform, similar_pairs
 from .grouping import RawGroup, build_groups, one_name_per_file, sort_groups
 from .keep import DEFAULT_KEEP, FileFacts, file_facts, parse_keep, rank_key
@@ -145,7 +145,7 @@ def find_duplicates(
         look = None
         if verify:
             # Verdicts of earlier runs, beside the vector cache (a server store: none).
-            memory = Remembered.open(cache_dir) if cache_dir is not None else None
+            memory = Remembered.open(cache_dir, limits) if cache_dir is not None else None
             look = _Look(Verifier(limits, memory=memory), max(threshold, undecided_from or 0.0))
         groups, looked = _assemble(store, source, pairs, same, rule, facts or {}, transform, look)
     finally:
@@ -212,7 +212,7 @@ def _assemble(
             node=node,
             verifier=look.verifier,
             undecided_from=look.undecided_from,
-            max_rejects=run_budget(source.rows.n),
+            max_rejects=look_budget(source.rows.n),
         )
         pairs = looked.pairs
     raw_groups = build_groups(

@@ -7,10 +7,15 @@ same search again. Each decided verdict is kept, and a later run takes it instea
 looking again while both files are as they were.
 
 "As they were" is the identity of each file as the look read it, links followed:
-``(device, inode, size, mtime_ns, ctime_ns)``. Writing a file, replacing it, or renaming
+``(device, inode, size, mtime_ns, ctime_ns)``, taken before and after the file is read
+and again when the verdict is kept: a verdict is kept only for the pixels of the files as
+they are then (a file rewritten after its first read in a run is compared from its old
+pixels for the rest of that run: review of #19). Writing a file, replacing it, or renaming
 another over it changes one of them (the change time cannot be set back), so a changed
-file is looked at again; the identity is taken again after the look, and a file that
-changed while it was read is not remembered. Only regular files are remembered.
+file is looked at again. Not seen: a write through a memory map that leaves the file's
+times as they were (tmpfs never updates them for such writes; other file systems only
+when the pages are written back), as the index's own check for changed files does not
+see it either. Only regular files are remembered.
 
 The verdict also belongs to the look that made it: the file keeps the :func:`version` it
 was written by (a digest of the look's code and of the OpenCV, NumPy and Pillow it ran
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import os
 import sqlite3
 import stat
@@ -41,13 +47,13 @@ from .verify import Verdict
 
 #: The file's name in the index's cache folder.
 NAME = "looks.sqlite"
-#: Verdicts kept at most (about 120 bytes each on disk).
-MAX_ROWS = 2_000_000
+#: Verdicts kept at most (about 250 bytes each on disk, with the index on last use).
+MAX_ROWS = 1_000_000
 #: Verdicts written at once.
 BATCH = 512
 _KEY = struct.Struct("<5q")
+_COLUMNS = ("a", "b", "copy", "agree", "cover", "inliers", "mirrored", "how", "blob", "used")
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS looks (
     a BLOB NOT NULL,
     b BLOB NOT NULL,
@@ -67,24 +73,36 @@ CREATE INDEX IF NOT EXISTS looks_used ON looks (used);
 _VERSION: str | None = None
 
 
-def version() -> str:
+def version(limits: Any = None) -> str:
     """The look's version: a digest of the code that decides a verdict (the second look,
-    the page reading, the decoder) and of the libraries it runs on."""
+    the page reading, the decoder, this file's own layout), of the libraries it runs on,
+    and of the decode ``limits`` (a verdict made under looser ones is not one a run
+    under stricter ones would make: it would find the file unreadable)."""
     global _VERSION
     if _VERSION is None:
+        import sys
+
         import cv2
         import numpy
         import PIL
 
-        from ..decode import formats, image
+        from ..decode import files, formats, image, reasons
         from . import pages, verify
 
         h = hashlib.sha256()
-        for module in (verify, pages, image, formats):
+        for module in (verify, pages, image, formats, files, reasons, sys.modules[__name__]):
             h.update(Path(str(module.__file__)).read_bytes())
         h.update(f"{cv2.__version__} {numpy.__version__} {PIL.__version__}".encode())
+        for plugin in ("pillow-heif", "pillow-avif-plugin", "pillow-jxl-plugin"):
+            with contextlib.suppress(Exception):
+                h.update(f" {plugin} {importlib.metadata.version(plugin)}".encode())
         _VERSION = h.hexdigest()[:32]
-    return _VERSION
+    if limits is None:
+        from ..decode import DecodeLimits
+
+        limits = DecodeLimits()
+    bounds = f"{limits.max_pixels} {limits.max_file_bytes} {sorted(limits.allowed_formats)}"
+    return hashlib.sha256(f"{_VERSION} {bounds}".encode()).hexdigest()[:32]
 
 
 def file_key(path: str | bytes) -> bytes | None:
@@ -112,9 +130,10 @@ class Remembered:
         self._used: list[tuple[float, bytes, bytes]] = []
 
     @classmethod
-    def open(cls, directory: Path | str) -> Remembered | None:
+    def open(cls, directory: Path | str, limits: Any = None) -> Remembered | None:
         """The verdicts file in ``directory`` (made when missing, made again when corrupt or
-        of another version); ``None`` when it cannot be used."""
+        of another :func:`version`: for files read within decode ``limits``); ``None``
+        when it cannot be used."""
         path = Path(directory) / NAME
         if not _private(Path(directory), folder=True):
             return None
@@ -133,21 +152,25 @@ class Remembered:
                 db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
+                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
                 row = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-                if row is None or row[0] != version():
+                columns = [c[1] for c in db.execute("PRAGMA table_info(looks)")]
+                if row is None or row[0] != version(limits) or columns != list(_COLUMNS):
+                    # Another version: its verdicts, and its table's layout, go.
+                    db.executescript("DROP TABLE IF EXISTS looks;\n" + _SCHEMA)
                     with db:
-                        db.execute("DELETE FROM looks")
                         db.execute(
-                            "INSERT OR REPLACE INTO meta VALUES ('version', ?)", (version(),)
+                            "INSERT OR REPLACE INTO meta VALUES ('version', ?)", (version(limits),)
                         )
                 return cls(db)
             except sqlite3.DatabaseError as e:
                 if db is not None:
                     db.close()
-                # Not a database (a torn or foreign file): it is only a cache, made again
-                # once. Locked by another run for longer than the timeout: not used.
-                corrupt = not isinstance(e, sqlite3.OperationalError)
+                # Not a database, or not this one's tables (a torn or foreign file): it is
+                # only a cache, made again once. Locked by another run for longer than the
+                # timeout: not used.
+                text = str(e).lower()
+                corrupt = "locked" not in text and "busy" not in text
                 if attempt or not corrupt:
                     return None
                 for suffix in ("", "-wal", "-shm"):
@@ -163,6 +186,13 @@ class Remembered:
     def keys(a: str | bytes, b: str | bytes) -> tuple[bytes, bytes] | None:
         """:func:`pair_keys` (what :meth:`get` and :meth:`put` take)."""
         return pair_keys(a, b)
+
+    @staticmethod
+    def identity(path: str | bytes) -> bytes | None:
+        """:func:`file_key`: a :class:`~lookalike.duplicates.verify.Verifier` takes it
+        before and after it reads a file, and remembers a verdict only for the pixels of
+        the files as they are now."""
+        return file_key(path)
 
     def get(self, keys: tuple[bytes, bytes]) -> Verdict | None:
         """The verdict remembered for the files of ``keys`` (:func:`pair_keys`), or ``None``."""

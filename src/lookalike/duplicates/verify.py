@@ -168,6 +168,9 @@ class Look:
             the two images alone.
         coloured: laid out like a page, but on fields of several colours, not one paper (a
             logo, :func:`~lookalike.duplicates.pages.one_paper`): never judged as a page.
+        read_as: the file's identity when these pixels were read (set by a
+            :class:`Verifier` that remembers verdicts; ``None``: unknown, or the file
+            changed while it was read).
     """
 
     grey: np.ndarray
@@ -178,6 +181,7 @@ class Look:
     shape: tuple[int, int] = (0, 0)
     order: bytes = b""
     coloured: bool = False
+    read_as: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.shape == (0, 0):
@@ -899,7 +903,15 @@ class Verifier:
                     break
             busy.wait()  # another thread reads it: then take it from the cache, or read
         try:
+            # A verdict is remembered under the identity the files had when their pixels
+            # were read, not when the pair came up: a file rewritten after its first
+            # read in a run is compared from the old pixels for the rest of the run (a
+            # sync client, an editor; review of #19).
+            memory = self.memory
+            before = memory.identity(path) if memory is not None else None
             found = self._load(path)
+            if found is not None and before is not None and memory.identity(path) == before:
+                found.read_as = before
             with self._lock:
                 self.prepared += 1
                 self._put(path, found)
@@ -943,7 +955,8 @@ class Verifier:
                     self._bytes += size - held[1]
                     self._cache[path] = (look, size)
             self._evict()
-        if keys is not None:
+        read = sorted((la.read_as or b"", lb.read_as or b""))  # the pixels compared
+        if keys is not None and tuple(read) == keys:
             self.memory.put(keys, verdict, a, b)
         return verdict
 
