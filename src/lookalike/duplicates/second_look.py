@@ -24,8 +24,9 @@ image or 2,000: its estimate from 60 samples can be off, 18,036 look-alikes turn
 a 10,000-image collection where it planned 10,000, #19), the remaining pairs are passed
 over too. Pairs are taken one connected set of images after another (their prepared
 images stay in the cache), most similar first within each; when that budget can run
-out, the most similar pairs and each image's nearest candidates take turns, whatever
-their set (:func:`_budget_order`).
+out, the most similar pairs come first whatever their set (copies score highest). (Each
+image's nearest candidates first, alone or in turns with the most similar, were measured
+and not kept: BENCHMARKS.md, #19 eighth pass.)
 
 Looks run on ``workers`` threads (OpenCV and NumPy let go of Python's lock while they
 work), ahead of the order above; each pair's outcome is applied in that order, so the
@@ -114,11 +115,11 @@ def second_look(
         return out
     keep = np.zeros(len(pairs), dtype=bool)
     rejects: dict[int, int] = {}
-    # When the run's budget can be spent before every pair is looked at, the pairs most
-    # likely copies come first, whatever their connected set (see _budget_order); else
-    # one connected set after another.
+    # When the run's budget can be spent before every pair is looked at, the most similar
+    # pairs come first whatever their connected set (copies score highest: 10,000 mosaics,
+    # budget 10,000, recall 0.41 in connected-set order); else one set after another.
     spendable = max_rejects is not None and len(pairs) > max_rejects
-    order = _budget_order(pairs, node) if spendable else _order(pairs, node)
+    order = np.argsort(-pairs.score, kind="stable") if spendable else _order(pairs, node)
     order_list = order.tolist()
 
     def tired() -> bool:
@@ -196,45 +197,6 @@ def _through_a_third(
             added.append((min(a, b), max(a, b)))
     verified.update(added)  # after the loop: one step through a third, never a chain
     return len(added)
-
-
-def _budget_order(pairs: Pairs, node: np.ndarray) -> np.ndarray:
-    """Pair indices for a run whose budget can run out: the most similar pair not taken
-    yet and the nearest-first pair not taken yet (:func:`_nearest_first`), in turns.
-
-    Each order alone loses copies the other finds (#19, replayed on fixed verdicts with
-    the budget of one turned-down pair per image). By cosine alone, the 10,000 mosaics
-    of the sample photos kept 68 of their 72 candidate copy pairs: mosaics that share
-    source photos score as high as copies, and the last copy came at place 15,590. By
-    rank alone, a library of bursts (five look-alike shots, every pair a candidate) with
-    photos saved 10-60 times lost 28 of 416 copies (by cosine 1): in a group of 60
-    copies the pairs rank up to 59th, after every burst's. In turns: 72 of 72, and 2 of
-    416 lost."""
-    nearest = _nearest_first(pairs, node)
-    similar = np.argsort(-pairs.score, kind="stable")
-    both = np.column_stack([similar, nearest]).ravel()
-    _, first = np.unique(both, return_index=True)  # each pair where it first comes
-    return both[np.sort(first)]  # type: ignore[no-any-return]
-
-
-def _nearest_first(pairs: Pairs, node: np.ndarray) -> np.ndarray:
-    """Pair indices, the pairs of each image's nearest candidates first: by the pair's
-    rank among the candidates of its two images (0: the most similar of each; the larger
-    of the two ranks), then by cosine. A copy is nearly always the nearest candidate of
-    its original, and the original its own: among the 10,000 mosaics' 18,979 candidate
-    pairs, 68 of the 72 copy pairs rank first for both images, the other 4 third at
-    worst (#19)."""
-    k = len(pairs)
-    ends = np.concatenate([node[pairs.i], node[pairs.j]])
-    score = np.concatenate([pairs.score, pairs.score])
-    by_end = np.lexsort((-score, ends))  # each image's pairs, most similar first
-    sorted_ends = ends[by_end]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_ends)) + 1]
-    first = np.repeat(starts, np.diff(np.r_[starts, len(by_end)]))
-    rank = np.empty(2 * k, dtype=np.int64)
-    rank[by_end] = np.arange(2 * k) - first
-    worst = np.maximum(rank[:k], rank[k:])
-    return np.lexsort((-pairs.score, worst))  # type: ignore[no-any-return]
 
 
 def _order(pairs: Pairs, node: np.ndarray) -> np.ndarray:
