@@ -70,6 +70,7 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, subprocess.Co
 
 def forget_looks(db: str | os.PathLike[str]) -> None:
     """Remove the second look's verdicts an earlier run remembered beside index ``db``
-    (``<db>.cache/looks.sqlite``): a timed run is then a first run."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{os.fspath(db)}.cache/looks.sqlite{suffix}").unlink(missing_ok=True)
+    (``<db>.cache/looks/``): a timed run is then a first run."""
+    import shutil
+
+    shutil.rmtree(f"{os.fspath(db)}.cache/looks", ignore_errors=True)

@@ -9,6 +9,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,23 @@ import pytest
 import lookalike.duplicates.remembered as remembered
 import lookalike.duplicates.verify as verify
 from lookalike import Index
+from lookalike.decode import DecodeLimits
 from lookalike.demo.samples import EDITS, load_originals
-from lookalike.duplicates.remembered import NAME, Remembered
+from lookalike.duplicates.remembered import FOLDER, NAME, Remembered
 from lookalike.duplicates.verify import Verdict
 
 NAMES = ["chelsea", "coffee", "astronaut", "rocket"]
+
+
+@pytest.fixture(autouse=True)
+def settled(monkeypatch):
+    """Files written a moment ago are remembered here (the rule that a file whose times
+    are within a few seconds of its read is not: its own test below)."""
+    monkeypatch.setattr(remembered, "RACY_NS", 0)
+
+
+def verdicts(db: Path) -> Path:
+    return Path(f"{db}.cache") / FOLDER / NAME
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +176,8 @@ def test_another_version_of_the_look_starts_afresh(collection, reads, monkeypatc
 
 def test_a_corrupt_verdicts_file_is_made_again(collection):
     db, _ = collection
-    path = Path(f"{db}.cache") / NAME
-    path.parent.mkdir(exist_ok=True)
+    path = verdicts(db)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a database, " * 400)
     report = run(db)
     assert groups(report) == EXPECTED and report.remembered == 0
@@ -175,8 +188,8 @@ def test_a_corrupt_verdicts_file_is_made_again(collection):
 
 def test_a_fifo_at_the_verdicts_name_is_left_alone_and_never_blocks(collection):
     db, _ = collection
-    path = Path(f"{db}.cache") / NAME
-    path.parent.mkdir(exist_ok=True)
+    path = verdicts(db)
+    path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)
     out: list = []
     t = threading.Thread(target=lambda: out.append(run(db)), daemon=True)
@@ -190,7 +203,7 @@ def test_a_fifo_at_the_verdicts_name_is_left_alone_and_never_blocks(collection):
 def test_a_verdicts_file_held_by_another_process_does_not_fail_the_run(collection):
     db, _ = collection
     run(db)
-    path = Path(f"{db}.cache") / NAME
+    path = verdicts(db)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # holds the write lock throughout the run
     try:
@@ -205,7 +218,7 @@ def test_the_verdicts_kept_are_bounded(collection, monkeypatch):
     db, _ = collection
     monkeypatch.setattr(remembered, "MAX_ROWS", 4)
     run(db)
-    with sqlite3.connect(Path(f"{db}.cache") / NAME) as con:
+    with sqlite3.connect(verdicts(db)) as con:
         assert con.execute("SELECT COUNT(*) FROM looks").fetchone()[0] == 4
     assert run(db).remembered <= 4
 
@@ -215,9 +228,9 @@ def test_verdicts_someone_else_could_write_are_not_used(collection, reads):
     # user may write could have two distinct files moved as copies.
     db, _ = collection
     run(db)
-    folder = Path(f"{db}.cache")
-    path = folder / NAME
-    assert path.stat().st_mode & 0o777 == 0o600
+    path = verdicts(db)
+    folder = path.parent
+    assert path.stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o777 == 0o700
     for target, mode in ((folder, 0o777), (path, 0o666)):
         before = target.stat().st_mode & 0o777
         target.chmod(mode)
@@ -263,9 +276,91 @@ def test_a_verdicts_table_of_another_layout_is_made_again(collection):
     # made again: every write failed, and no run remembered anything from then on.
     db, _ = collection
     run(db)
-    path = Path(f"{db}.cache") / NAME
+    path = verdicts(db)
     with sqlite3.connect(path) as con:
         con.execute("DROP TABLE looks")
         con.execute("CREATE TABLE looks (a BLOB, b BLOB, copy INTEGER, extra TEXT)")
     assert run(db).remembered == 0
     assert run(db).remembered == 15
+
+
+def test_verdicts_of_a_run_of_another_version_at_the_same_time_are_not_taken(tmp_path, photos):
+    # Review K1 (helper-26): run B (default limits) opens the verdicts file; run A (a
+    # stricter --max-pixels: another version) opens it, drops B's table and labels the
+    # file with its own version; B then writes its verdicts into A's table at its close.
+    # A later strict run took B's "distinct" for a pair it cannot read (undecided, kept on
+    # its cosine alone): its groups differed from a run without the file.
+    from lookalike.decode import DecodeLimits
+
+    os.chmod(tmp_path, 0o700)
+    big, small = str(tmp_path / "big.png"), str(tmp_path / "small.jpg")
+    photos["chelsea"].convert("RGB").resize((1800, 1200)).save(big)  # 2.16 MP
+    photos["coffee"].convert("RGB").save(small, quality=90)
+    loose, strict = DecodeLimits(), DecodeLimits(max_pixels=1_000_000)
+    b_memory = Remembered.open(tmp_path, loose)  # run B starts
+    a_memory = Remembered.open(tmp_path, strict)  # run A starts meanwhile
+    assert a_memory is not None and b_memory is not None
+    assert verify.Verifier(strict, memory=a_memory, workers=1).verdict(big, small).copy is None
+    a_memory.close()
+    assert verify.Verifier(loose, memory=b_memory, workers=1).verdict(big, small).copy is False
+    b_memory.close()  # B's verdict written now
+    later = Remembered.open(tmp_path, strict)
+    verdict = verify.Verifier(strict, memory=later, workers=1).verdict(big, small)
+    if later is not None:
+        later.close()
+    assert verdict.copy is None and not verdict.remembered  # what a strict look says
+
+
+def test_verdicts_are_remembered_under_a_group_writable_umask(tmp_path, photos):
+    # Review K3 (helper-26): under umask 002 (Ubuntu's, Fedora's and Debian's default for
+    # a user with a private group) the index's cache folder is made 0775, and the verdicts
+    # file was refused as one "another user may write": no run remembered anything.
+    old = os.umask(0o002)
+    try:
+        folder = tmp_path / "pics"
+        folder.mkdir()
+        paths = []
+        for name in ("chelsea", "coffee"):
+            path = folder / f"{name}.jpg"
+            photos[name].convert("RGB").save(path, quality=90)
+            paths.append(str(path))
+        db = tmp_path / "pics.db"
+        with Index.open(db) as idx:
+            idx.add_embeddings(paths, np.array([[1, 0], [0.99, 0.141]], dtype=np.float32))
+        assert run(db).remembered == 0
+        assert run(db).remembered == 1
+    finally:
+        os.umask(old)
+
+
+def test_a_file_written_within_the_file_systems_tick_is_not_remembered(
+    collection, reads, monkeypatch
+):
+    # Review of #19 (helper-26): on a file system whose times are coarse (a second, FAT's
+    # two), a file rewritten in place at its size within that tick keeps its whole
+    # identity, and a verdict on its old pixels would be taken for the new ones. A file
+    # whose times are within a few seconds of its read is not remembered (git's rule).
+    db, _ = collection
+    monkeypatch.setattr(remembered, "RACY_NS", 3_000_000_000)
+    run(db)  # the files were all written a moment ago
+    reads.clear()
+    report = run(db)
+    assert report.remembered == 0 and len(reads) == 6
+    assert groups(report) == EXPECTED
+    # Once their times are older than that, they are.
+    time.sleep(3.1)
+    run(db)
+    assert run(db).remembered == 15
+
+
+def test_the_version_is_that_of_the_code_running(monkeypatch):
+    # Review of #19 (helper-26): the version was a digest of the source files on disk,
+    # read at the first open: a server started before an upgrade labelled its old code's
+    # verdicts with the new version. It digests the code as loaded now.
+    base = remembered.version()
+    monkeypatch.setattr(remembered, "_VERSION", None)
+    monkeypatch.setattr(verify, "MIN_AGREE", 0.99)
+    assert remembered.version() != base
+    monkeypatch.setattr(remembered, "_VERSION", None)
+    monkeypatch.setattr(verify, "MIN_AGREE", verify.MIN_AGREE)
+    assert remembered.version(None) != remembered.version(DecodeLimits(max_pixels=1_000_000))

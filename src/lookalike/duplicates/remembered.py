@@ -1,4 +1,4 @@
-"""Verdicts of the second look remembered between runs: ``<db>.cache/looks.sqlite``.
+"""Verdicts of the second look remembered between runs: ``<db>.cache/looks/looks.sqlite``.
 
 A run over a collection of look-alikes looks at thousands of pairs (10,000 mosaics of the
 sample photos: about 10,000 looks, minutes, #19), and the next run over the same files
@@ -12,21 +12,26 @@ and again when the verdict is kept: a verdict is kept only for the pixels of the
 they are then (a file rewritten after its first read in a run is compared from its old
 pixels for the rest of that run: review of #19). Writing a file, replacing it, or renaming
 another over it changes one of them (the change time cannot be set back), so a changed
-file is looked at again. Not seen: a write through a memory map that leaves the file's
-times as they were (tmpfs never updates them for such writes; other file systems only
-when the pages are written back), as the index's own check for changed files does not
-see it either. Only regular files are remembered.
+file is looked at again. A file whose times are within :data:`RACY_NS` of the moment it
+is read is not remembered: on a file system whose times are coarse (a second: ext3, HFS+,
+some network shares; two: FAT and exFAT memory cards), a rewrite within that tick keeps
+every part of the identity (review of #19; git's "racy" rule). Not seen: a write through
+a memory map that leaves the file's times as they were (tmpfs never updates them for such
+writes; other file systems only when the pages are written back), as the index's own
+check for changed files does not see it either. Only regular files are remembered.
 
-The verdict also belongs to the look that made it: the file keeps the :func:`version` it
-was written by (a digest of the look's code and of the OpenCV, NumPy and Pillow it ran
-on), and a run of another version starts it afresh.
+Each verdict also belongs to the look that made it: it is stored with the
+:func:`version` of the code that ran (a digest of the look's code objects as loaded, of
+the OpenCV, NumPy and Pillow it ran on, and of the decode limits), and a run takes only
+its own version's (two versions at work on one index at once never mix: review of #19).
 
-It is a derived cache: deleted, it is made again; corrupt, it is made again; when it
-cannot be used (another process holds it too long, a full disk, a folder that cannot be
-written, something not a regular file at its name, a file or folder another user owns or
-may write: its verdicts decide what ``--move-to`` moves), the run looks at every pair as
-if it were not there. It never fails a run. It is bounded: past :data:`MAX_ROWS` verdicts, the
-least recently used go.
+It is a derived cache, in a folder of its own (``looks/``, made private: its verdicts
+decide what ``--move-to`` moves, so a folder or file another user owns or may write is
+never used): deleted, it is made again; corrupt, it is made again; when it cannot be used
+(another process holds it too long, a full disk, a folder that cannot be written,
+something not a regular file at its name), the run looks at every pair as if it were not
+there. It never fails a run. It is bounded: past :data:`MAX_ROWS` verdicts, the least
+recently used go.
 """
 
 from __future__ import annotations
@@ -40,21 +45,30 @@ import stat
 import struct
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 from .verify import Verdict
 
-#: The file's name in the index's cache folder.
+#: The folder in the index's cache folder, and the file in it.
+FOLDER = "looks"
 NAME = "looks.sqlite"
+#: A file whose modification or change time is this close to the moment it is read is
+#: not remembered (nanoseconds: the coarsest file system times, FAT's two seconds, and a
+#: second more).
+RACY_NS = 3_000_000_000
 #: Verdicts kept at most (about 250 bytes each on disk, with the index on last use).
 MAX_ROWS = 1_000_000
 #: Verdicts written at once.
 BATCH = 512
 _KEY = struct.Struct("<5q")
-_COLUMNS = ("a", "b", "copy", "agree", "cover", "inliers", "mirrored", "how", "blob", "used")
+_COLUMNS = (
+    "version", "a", "b", "copy", "agree", "cover", "inliers", "mirrored", "how", "blob", "used",
+)  # fmt: skip
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS looks (
+    version TEXT NOT NULL,
     a BLOB NOT NULL,
     b BLOB NOT NULL,
     copy INTEGER NOT NULL,
@@ -65,7 +79,7 @@ CREATE TABLE IF NOT EXISTS looks (
     how TEXT NOT NULL,
     blob REAL NOT NULL,
     used REAL NOT NULL,
-    PRIMARY KEY (a, b)
+    PRIMARY KEY (version, a, b)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS looks_used ON looks (used);
 """
@@ -74,10 +88,12 @@ _VERSION: str | None = None
 
 
 def version(limits: Any = None) -> str:
-    """The look's version: a digest of the code that decides a verdict (the second look,
-    the page reading, the decoder, this file's own layout), of the libraries it runs on,
-    and of the decode ``limits`` (a verdict made under looser ones is not one a run
-    under stricter ones would make: it would find the file unreadable)."""
+    """The look's version: a digest of the code that decides a verdict as this process
+    loaded it (the second look, the page reading, the decoder, this module: their
+    functions' code and their constants, not the files on disk, which an upgrade may have
+    replaced under a running server: review of #19), of the libraries it runs on, and of
+    the decode ``limits`` (a verdict made under looser ones is not one a run under
+    stricter ones would make: it would find the file unreadable)."""
     global _VERSION
     if _VERSION is None:
         import sys
@@ -91,8 +107,9 @@ def version(limits: Any = None) -> str:
 
         h = hashlib.sha256()
         for module in (verify, pages, image, formats, files, reasons, sys.modules[__name__]):
-            h.update(Path(str(module.__file__)).read_bytes())
+            h.update(_module_digest(module))
         h.update(f"{cv2.__version__} {numpy.__version__} {PIL.__version__}".encode())
+        h.update(sys.version.encode())
         for plugin in ("pillow-heif", "pillow-avif-plugin", "pillow-jxl-plugin"):
             with contextlib.suppress(Exception):
                 h.update(f" {plugin} {importlib.metadata.version(plugin)}".encode())
@@ -105,14 +122,52 @@ def version(limits: Any = None) -> str:
     return hashlib.sha256(f"{_VERSION} {bounds}".encode()).hexdigest()[:32]
 
 
-def file_key(path: str | bytes) -> bytes | None:
+def _module_digest(module: types.ModuleType) -> bytes:
+    """The functions (methods of its classes included) and constants of ``module`` as
+    loaded, in a form that does not depend on the process (no addresses, sets sorted)."""
+    h = hashlib.sha256()
+    for name, obj in sorted(vars(module).items()):
+        if isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__:
+            h.update(name.encode() + _code(obj.__code__))
+        elif isinstance(obj, type) and obj.__module__ == module.__name__:
+            for attr, member in sorted(vars(obj).items()):
+                fn = getattr(member, "__func__", member)
+                if isinstance(fn, types.FunctionType):
+                    h.update(f"{name}.{attr}".encode() + _code(fn.__code__))
+                elif isinstance(member, int | float | str | bytes | tuple | frozenset):
+                    h.update(f"{name}.{attr}={_constant(member)}".encode())
+        elif isinstance(obj, int | float | str | bytes | tuple | frozenset):
+            h.update(f"{name}={_constant(obj)}".encode())
+    return h.digest()
+
+
+def _code(code: types.CodeType) -> bytes:
+    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
+    for const in code.co_consts:
+        nested = isinstance(const, types.CodeType)
+        parts.append(_code(const) if nested else _constant(const).encode())
+    return b"\x00".join(parts)
+
+
+def _constant(value: Any) -> str:
+    if isinstance(value, frozenset | set):
+        return "{" + ",".join(sorted(_constant(v) for v in value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_constant(v) for v in value) + ")"
+    return repr(value)
+
+
+def file_key(path: str | bytes, racy: bool = False) -> bytes | None:
     """The identity of the file at ``path`` (links followed), ``None`` when it is not a
-    regular file one can stat."""
+    regular file one can stat, or (``racy``) when its times are within :data:`RACY_NS`
+    of now."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
         return None
     if not stat.S_ISREG(st.st_mode) or st.st_ino == 0:
+        return None
+    if racy and max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS:
         return None
     return _KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -123,23 +178,26 @@ class Remembered:
     Use :meth:`open`; every method is a no-op once the file has failed (see the module
     docstring)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, version: str) -> None:
         self._db: sqlite3.Connection | None = db
+        self.version = version
         self._lock = threading.Lock()
         self._new: dict[tuple[bytes, bytes], tuple[Any, ...]] = {}
-        self._used: list[tuple[float, bytes, bytes]] = []
+        self._used: list[tuple[float, str, bytes, bytes]] = []
 
     @classmethod
     def open(cls, directory: Path | str, limits: Any = None) -> Remembered | None:
-        """The verdicts file in ``directory`` (made when missing, made again when corrupt or
-        of another :func:`version`: for files read within decode ``limits``); ``None``
-        when it cannot be used."""
-        path = Path(directory) / NAME
-        if not _private(Path(directory), folder=True):
+        """The verdicts file under the index's cache folder ``directory`` (made when
+        missing, made again when corrupt), for runs that read files within decode
+        ``limits`` (their :func:`version`); ``None`` when it cannot be used."""
+        folder = Path(directory) / FOLDER
+        with contextlib.suppress(OSError):
+            os.mkdir(folder, 0o700)  # private whatever the umask (it only takes bits away)
+        if not _private(folder, folder=True):
             return None
+        path = folder / NAME
         for attempt in (0, 1):
             try:
-                # Made private: a verdict read from it decides what --move-to moves.
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             except FileExistsError:
                 pass
@@ -152,17 +210,12 @@ class Remembered:
                 db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-                row = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
                 columns = [c[1] for c in db.execute("PRAGMA table_info(looks)")]
-                if row is None or row[0] != version(limits) or columns != list(_COLUMNS):
-                    # Another version: its verdicts, and its table's layout, go.
+                if columns != list(_COLUMNS):  # another layout: made again
                     db.executescript("DROP TABLE IF EXISTS looks;\n" + _SCHEMA)
-                    with db:
-                        db.execute(
-                            "INSERT OR REPLACE INTO meta VALUES ('version', ?)", (version(limits),)
-                        )
-                return cls(db)
+                else:
+                    db.executescript(_SCHEMA)
+                return cls(db, version(limits))
             except sqlite3.DatabaseError as e:
                 if db is not None:
                     db.close()
@@ -189,10 +242,11 @@ class Remembered:
 
     @staticmethod
     def identity(path: str | bytes) -> bytes | None:
-        """:func:`file_key`: a :class:`~lookalike.duplicates.verify.Verifier` takes it
+        """:func:`file_key`, or ``None`` for a file whose times are within
+        :data:`RACY_NS` of now: a :class:`~lookalike.duplicates.verify.Verifier` takes it
         before and after it reads a file, and remembers a verdict only for the pixels of
         the files as they are now."""
-        return file_key(path)
+        return file_key(path, racy=True)
 
     def get(self, keys: tuple[bytes, bytes]) -> Verdict | None:
         """The verdict remembered for the files of ``keys`` (:func:`pair_keys`), or ``None``."""
@@ -202,12 +256,12 @@ class Remembered:
             pending = self._new.get(keys)
             try:
                 row = (
-                    pending[2:9]
+                    pending[3:10]
                     if pending is not None
                     else self._db.execute(
                         "SELECT copy, agree, cover, inliers, mirrored, how, blob FROM looks "
-                        "WHERE a = ? AND b = ?",
-                        keys,
+                        "WHERE version = ? AND a = ? AND b = ?",
+                        (self.version, *keys),
                     ).fetchone()
                 )
             except sqlite3.Error:
@@ -215,7 +269,7 @@ class Remembered:
                 return None
             if row is None:
                 return None
-            self._used.append((time.time(), *keys))
+            self._used.append((time.time(), self.version, *keys))
             found = Verdict(
                 bool(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], row[6], True
             )
@@ -230,6 +284,7 @@ class Remembered:
         if verdict.copy is None or pair_keys(a, b) != keys:
             return
         row = (
+            self.version,
             *keys,
             int(verdict.copy),
             float(verdict.agree),
@@ -259,8 +314,8 @@ class Remembered:
                     if rows > MAX_ROWS:
                         with db:
                             db.execute(
-                                "DELETE FROM looks WHERE (a, b) IN "
-                                "(SELECT a, b FROM looks ORDER BY used LIMIT ?)",
+                                "DELETE FROM looks WHERE (version, a, b) IN "
+                                "(SELECT version, a, b FROM looks ORDER BY used LIMIT ?)",
                                 (rows - MAX_ROWS,),
                             )
                 except sqlite3.Error:
@@ -279,10 +334,12 @@ class Remembered:
         try:
             with db:
                 db.executemany(
-                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     list(self._new.values()),
                 )
-                db.executemany("UPDATE looks SET used = ? WHERE a = ? AND b = ?", self._used)
+                db.executemany(
+                    "UPDATE looks SET used = ? WHERE version = ? AND a = ? AND b = ?", self._used
+                )
         except sqlite3.Error:
             self._fail()
             return
@@ -298,12 +355,11 @@ class Remembered:
 
 
 def _private(path: Path, folder: bool) -> bool:
-    """Whether ``path`` is ours alone: a folder (links followed) or a regular file (not a
-    link) owned by this user that no one else may write. Anyone who could write the
-    verdicts, or put a journal beside them, could have two distinct files moved as
-    copies."""
+    """Whether ``path`` is ours alone: a folder or a regular file (not a link) owned by
+    this user that no one else may write. Anyone who could write the verdicts, or put a
+    journal beside them, could have two distinct files moved as copies."""
     try:
-        st = os.stat(path) if folder else os.lstat(path)
+        st = os.lstat(path)
     except OSError:
         return False
     kind = stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)
