@@ -58,7 +58,7 @@ NAME = "looks.sqlite"
 #: not remembered (nanoseconds: the coarsest file system times, FAT's two seconds, and a
 #: second more).
 RACY_NS = 3_000_000_000
-#: Verdicts kept at most (about 250 bytes each on disk, with the index on last use).
+#: Verdicts kept at most (about 340 bytes each on disk, with the index on last use).
 MAX_ROWS = 1_000_000
 #: Verdicts written at once.
 BATCH = 512
