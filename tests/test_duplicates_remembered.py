@@ -347,7 +347,12 @@ def test_a_file_written_within_the_file_systems_tick_is_not_remembered(
     report = run(db)
     assert report.remembered == 0 and len(reads) == 6
     assert groups(report) == EXPECTED
-    # Once their times are older than that, they are.
+    # Once their times are older than that, they are; so are files whose modification
+    # time lies in the future (a camera's clock, kept by `cp -p`: not a write now; the
+    # third review of #19: such files were never remembered).
+    future = time.time() + 10 * 24 * 3600
+    for path in sorted(Path(db).parent.glob("pics/*.jpg"))[:3]:
+        os.utime(path, (future, future))
     time.sleep(3.1)
     run(db)
     assert run(db).remembered == 15
@@ -364,3 +369,26 @@ def test_the_version_is_that_of_the_code_running(monkeypatch):
     monkeypatch.setattr(remembered, "_VERSION", None)
     monkeypatch.setattr(verify, "MIN_AGREE", verify.MIN_AGREE)
     assert remembered.version(None) != remembered.version(DecodeLimits(max_pixels=1_000_000))
+
+
+def test_version_digest_covers_properties_defaults_and_tables():
+    """Review of #19 (helper-27, review/l1_version_misses.py): a property's code, a
+    function's defaults and a dict constant decide verdicts (Agreement.copy, _compare's
+    refine, image._TRANSPOSE); changing one must change the digest."""
+    import types as _types
+
+    from lookalike.duplicates.remembered import _module_digest
+
+    def make(rule: str, default: bool, table: dict) -> _types.ModuleType:
+        m = _types.ModuleType("lookalike_l1_probe")
+        exec(
+            f"class A:\n    @property\n    def copy(self):\n        return {rule}\n"
+            f"def f(x, refine={default}):\n    return x\nTABLE = {table!r}\n",
+            m.__dict__,
+        )
+        return m
+
+    base = _module_digest(make("self.s >= 0.6", True, {2: 1}))
+    assert _module_digest(make("self.s > 0.99", True, {2: 1})) != base
+    assert _module_digest(make("self.s >= 0.6", False, {2: 1})) != base
+    assert _module_digest(make("self.s >= 0.6", True, {2: 3})) != base

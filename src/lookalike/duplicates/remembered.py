@@ -123,22 +123,35 @@ def version(limits: Any = None) -> str:
 
 
 def _module_digest(module: types.ModuleType) -> bytes:
-    """The functions (methods of its classes included) and constants of ``module`` as
-    loaded, in a form that does not depend on the process (no addresses, sets sorted)."""
+    """The functions (their defaults, methods and properties of its classes, functions a
+    decorator wraps, included) and constants (tables too) of ``module`` as loaded, in a
+    form that depends on neither the process (no addresses, sets sorted) nor where the
+    package lies (no ``__file__``; review of #19)."""
     h = hashlib.sha256()
     for name, obj in sorted(vars(module).items()):
-        if isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__:
-            h.update(name.encode() + _code(obj.__code__))
-        elif isinstance(obj, type) and obj.__module__ == module.__name__:
+        if name.startswith("__"):
+            continue
+        if isinstance(obj, type) and obj.__module__ == module.__name__:
             for attr, member in sorted(vars(obj).items()):
-                fn = getattr(member, "__func__", member)
-                if isinstance(fn, types.FunctionType):
-                    h.update(f"{name}.{attr}".encode() + _code(fn.__code__))
-                elif isinstance(member, int | float | str | bytes | tuple | frozenset):
-                    h.update(f"{name}.{attr}={_constant(member)}".encode())
-        elif isinstance(obj, int | float | str | bytes | tuple | frozenset):
-            h.update(f"{name}={_constant(obj)}".encode())
+                if attr.startswith("__") and attr != "__init__":
+                    continue
+                h.update(f"{name}.{attr}=".encode() + _member(member))
+        elif getattr(obj, "__module__", None) == module.__name__ or not callable(obj):
+            h.update(f"{name}=".encode() + _member(obj))
     return h.digest()
+
+
+def _member(obj: Any) -> bytes:
+    """One function, property or constant of a module or class, as bytes."""
+    if isinstance(obj, property):
+        return b"|".join(_member(f) for f in (obj.fget, obj.fset, obj.fdel))
+    fn = getattr(obj, "__wrapped__", getattr(obj, "__func__", obj))  # cache, staticmethod
+    if isinstance(fn, types.FunctionType):
+        defaults = (fn.__defaults__, fn.__kwdefaults__ or {})
+        return _code(fn.__code__) + _constant(defaults).encode()
+    if isinstance(obj, int | float | complex | str | bytes | tuple | list | dict | frozenset | set):
+        return _constant(obj).encode()
+    return b""  # a module, a thread-local, None: nothing that decides a verdict
 
 
 def _code(code: types.CodeType) -> bytes:
@@ -150,11 +163,20 @@ def _code(code: types.CodeType) -> bytes:
 
 
 def _constant(value: Any) -> str:
+    """``value`` as text that is the same in every process (sets and tables sorted, no
+    addresses, no integer too long for ``repr``)."""
     if isinstance(value, frozenset | set):
         return "{" + ",".join(sorted(_constant(v) for v in value)) + "}"
-    if isinstance(value, tuple):
+    if isinstance(value, tuple | list):
         return "(" + ",".join(_constant(v) for v in value) + ")"
-    return repr(value)
+    if isinstance(value, dict):
+        items = sorted(f"{_constant(k)}:{_constant(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return hex(value)
+    if isinstance(value, float | complex | str | bytes | bool) or value is None:
+        return repr(value)
+    return f"<{type(value).__name__} {getattr(value, '__qualname__', '')}>"
 
 
 def file_key(path: str | bytes, racy: bool = False) -> bytes | None:
@@ -167,7 +189,10 @@ def file_key(path: str | bytes, racy: bool = False) -> bytes | None:
         return None
     if not stat.S_ISREG(st.st_mode) or st.st_ino == 0:
         return None
-    if racy and max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS:
+    now = time.time_ns()
+    # Changed within the window: the change time, or a modification time near now (one
+    # in the future is a kept timestamp, a camera's clock: not a write now; review).
+    if racy and (st.st_ctime_ns > now - RACY_NS or abs(st.st_mtime_ns - now) < RACY_NS):
         return None
     return _KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -207,6 +232,10 @@ class Remembered:
                 return None  # a FIFO, a device, a link, another's file: never opened
             db = None
             try:
+                current = version(limits)
+            except Exception:  # only a cache: never fail a run over it
+                return None
+            try:
                 db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
@@ -215,7 +244,7 @@ class Remembered:
                     db.executescript("DROP TABLE IF EXISTS looks;\n" + _SCHEMA)
                 else:
                     db.executescript(_SCHEMA)
-                return cls(db, version(limits))
+                return cls(db, current)
             except sqlite3.DatabaseError as e:
                 if db is not None:
                     db.close()
