@@ -567,7 +567,9 @@ def mosaic(args: argparse.Namespace) -> dict:
             data = json.loads(p.stdout)
         if data and not flag:  # once more, taking the verdicts the last run remembered
             t0 = time.perf_counter()
-            again = subprocess.run(cmd, capture_output=True, text=True, timeout=args.cap)
+            again = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=args.cap, check=True
+            )
             res["again_with_verdicts_remembered_seconds"] = round(time.perf_counter() - t0, 2)
             res["remembered"] = json.loads(again.stdout)["second_look"]["remembered"]
         if data:

@@ -873,7 +873,6 @@ class Verifier:
         self.memory = memory
         self.looked = 0
         self.prepared = 0
-        self.remembered = 0
 
     def _put(self, path: str | bytes, look: Look | None) -> None:
         old = self._cache.pop(path, None)
@@ -937,7 +936,6 @@ class Verifier:
             if found is not None:
                 with self._lock:
                     self.looked += 1
-                    self.remembered += 1
                 return found  # type: ignore[no-any-return]
         la, lb = self.look(a), self.look(b)
         if la is None or lb is None:
