@@ -424,6 +424,57 @@ def invoices(n: int = 12, copies: int = 2, seed: int = 0) -> LabelledSet:
     return out
 
 
+#: Layouts of :func:`sheet`: width, row height, font size, columns, rows.
+SHEET_LAYOUTS = {"sparse": (1200, 32, 17, 8, 22), "dense": (1200, 24, 14, 10, 30),
+                 "wide": (1600, 20, 13, 14, 40)}  # fmt: skip
+
+
+def sheet(seed: int | str, layout: str = "sparse", changed: int | None = None) -> Image.Image:
+    """A screenshot of a spreadsheet of one template (:data:`SHEET_LAYOUTS`): a coloured
+    title bar, a grid, a name in the first column and a number in every other cell, each
+    drawn from ``seed``; ``changed``: that cell's number (counted row by row) one more,
+    the rest as they are (another version of the same sheet)."""
+    width, row_h, size, cols, rows = SHEET_LAYOUTS[layout]
+    rng = random.Random(f"sheet:{seed}")
+    im = Image.new("RGB", (width, 60 + row_h * rows + 20), "white")
+    d = ImageDraw.Draw(im)
+    d.rectangle((0, 0, width, 50), fill=(33, 115, 70))
+    d.text((20, 12), "Budget 2024.xlsx", font=_font("DejaVuSans-Bold.ttf", 24), fill="white")
+    font, cell_w = _font("DejaVuSans.ttf", size), (width - 40) // cols
+    for r in range(rows):
+        for c in range(cols):
+            x, y = 20 + c * cell_w, 60 + r * row_h
+            d.rectangle((x, y, x + cell_w, y + row_h), outline=(210, 210, 210))
+            value = rng.randint(0, 99999)
+            text = rng.choice(_WORDS[:30]) if c == 0 else f"{value + (r * cols + c == changed):,}"
+            d.text((x + 4, y + (row_h - size) // 2 - 1), text, font=font, fill=0)
+    return im
+
+
+def sheets(n: int = 12, copies: int = 3, layout: str = "sparse", seed: int = 0) -> LabelledSet:
+    """``n`` screenshots of spreadsheets of one template (:func:`sheet`), every number its
+    own; ``copies`` of them shared again: re-saved at 60% of the size as JPEG 50, and
+    cropped by a few pixels at each side (the window's frame) as JPEG 80."""
+    out = LabelledSet(f"sheets-{layout}")
+    for k in range(n):
+        stem = f"sheet{k:03d}"
+        im = sheet(f"{seed}:{k}", layout)
+        out.add(stem, im)
+        if k < copies:
+            w, h = im.size
+            small = im.resize((w * 3 // 5, h * 3 // 5), Image.Resampling.LANCZOS)
+            out.add(f"{stem}_shared", _jpeg(small, 50), stem)
+            rng = random.Random(f"{seed}:sheet-crop:{k}")
+            box = (
+                rng.randint(2, 12),
+                rng.randint(2, 12),
+                w - rng.randint(2, 12),
+                h - rng.randint(2, 12),
+            )
+            out.add(f"{stem}_crop", _jpeg(im.crop(box), 80), stem)
+    return out
+
+
 # ------------------------------------------------------------------------ copy set
 def _caption(im: Image.Image, rng: random.Random, _o: Image.Image) -> Image.Image:
     """A caption in DejaVu Sans Bold along the bottom (not the calibration's own font)."""
@@ -504,4 +555,9 @@ SETS: dict[str, Callable[[], LabelledSet]] = {
     # Forms of one template filled in differently: the second look takes them for copies
     # (see the xfail tests); the benchmark shows how many.
     "forms": lambda: forms(n=30, copies=3),
+    # Screenshots of spreadsheets of one template, other figures in every cell (#19, ninth
+    # pass); "sheets-wide": small print (13 px on 1,600), whose shared copies are 8 px.
+    "sheets": lambda: sheets(n=12, copies=3, layout="dense"),
+    "sheets-sparse": lambda: sheets(n=12, copies=3, layout="sparse"),
+    "sheets-wide": lambda: sheets(n=12, copies=3, layout="wide"),
 }

@@ -1,19 +1,20 @@
 """Pages read closely: the second look's step for two images of text on paper.
 
 On a photo, a caption is an edit; on a page, text that differs is what differs. Two
-invoices of one template differ in a name, a date and a total: a few words among hundreds,
-which at the second look's usual size (384 px, where a line of text is 5 px tall) still
-correlate. So an image that looks like a page (:func:`looks_like_page`: blank paper and
-ink on it) keeps a grey copy of up to :data:`PAGE_SIDE` pixels, and two pages are compared
-there once aligned (:func:`page_differ`): each 8-px tile of either page that holds ink
-must find its match in the other within :data:`SHIFT` pixels (a rescan's turn, a resize's
-rounding), correlating at :data:`PAGE_NCC` at least. A copy of a page - rescanned, turned
-a few degrees, re-saved, resized, photocopied - leaves at most :data:`PAGE_DIFFER` of its
-inked tiles unmatched; another page of one template, with other words in a few fields,
-leaves more (measured in #19, BENCHMARKS.md). Tiles of 8 px do not see one changed
-character (a year's last digit correlates at 0.5 with the one it replaced): two pages under
-the bar, aligned to the pixel, have their glyph-sized windows compared too
-(:func:`glyph_outlier`).
+invoices of one template differ in a name, a date and a total: a few words among
+hundreds, which at the second look's usual size (384 px, where a line of text is 5 px
+tall) still correlate. So an image that looks like a page (:func:`looks_like_page`:
+blank paper and ink on it; :func:`dense_page`: a spreadsheet's grid, small print, whose
+blank cells show only at the close size) keeps a grey copy of up to :data:`PAGE_SIDE`
+pixels, and two pages are compared there once aligned (:func:`page_differ`): each 8-px
+tile of either page that holds ink must find its match in the other within :data:`SHIFT`
+pixels (a rescan's turn, a resize's rounding), correlating at :data:`PAGE_NCC` at least.
+A copy of a page - rescanned, turned a few degrees, re-saved, resized, photocopied -
+leaves at most :data:`PAGE_DIFFER` of its inked tiles unmatched; another page of one
+template, with other words in a few fields, leaves more (measured in #19,
+BENCHMARKS.md). Tiles of 8 px do not see one changed character (a year's last digit
+correlates at 0.5 with the one it replaced): two pages under the bar, aligned to the
+pixel, have their glyph-sized windows compared too (:func:`glyph_outlier`).
 """
 
 from __future__ import annotations
@@ -72,21 +73,57 @@ VIVID = 64.0
 TWO_COLOURS = 0.1
 
 
-def looks_like_page(grey: np.ndarray) -> bool:
-    """Whether a grey ``uint8`` image is a page: blank paper, and ink on it (and, in colour,
-    :func:`one_paper`)."""
+def _paper_and_ink(grey: np.ndarray) -> tuple[float, float]:
+    """The share of ``grey``'s tiles that are blank paper, and of its textured tiles that
+    are ink on that paper (0.0 when it has no paper or no texture)."""
     if min(grey.shape) < 4 * TILE:
-        return False
+        return 0.0, 0.0
     t = _tiles(grey.astype(np.float32))
     mean, spread = t.mean(axis=1), t.std(axis=1)
     flat = spread < FLAT
     paper = flat & (mean >= PAPER)
     textured = ~flat
-    if paper.mean() < PAPER_SHARE or not textured.any():
-        return False
+    if not paper.any() or not textured.any():
+        return float(paper.mean()), 0.0
     level = float(np.median(mean[paper]))
     ink = textured & (mean + spread >= level - 30)
-    return bool(ink.sum() >= INK_SHARE * textured.sum())
+    return float(paper.mean()), float(ink.sum() / textured.sum())
+
+
+def looks_like_page(grey: np.ndarray) -> bool:
+    """Whether a grey ``uint8`` image is a page: blank paper, and ink on it (and, in colour,
+    :func:`one_paper`)."""
+    paper, ink = _paper_and_ink(grey)
+    return paper >= PAPER_SHARE and ink >= INK_SHARE
+
+
+#: A dense page - a spreadsheet's grid, a table, small print - holds a line or a glyph in
+#: nearly every 8-px tile at the usual size (512 px: 9-20% of its tiles blank, #19), so
+#: :func:`looks_like_page` takes it for a picture, and two sheets of one template with
+#: other numbers in every cell were copies (precision 0.05, claimed 1.00). Such an image,
+#: all its texture ink on paper there (:func:`maybe_dense_page`, at least
+#: :data:`DENSE_PAPER` of it blank), is asked again at its close size (its own, up to
+#: :data:`PAGE_SIDE`), where its cells are paper: a page when at least
+#: :data:`CLOSE_PAPER_SHARE` of its tiles are blank there (21-34% measured on sheets, their
+#: copies re-saved at 60% as JPEG 50 included). The 21 sample photos are never asked: ink
+#: is 0.0-0.73 of their texture at either size.
+DENSE_PAPER = 0.02
+CLOSE_PAPER_SHARE = 0.15
+
+
+def maybe_dense_page(grey: np.ndarray) -> bool:
+    """Whether ``grey`` (at the usual size), not a page by :func:`looks_like_page`, may be
+    a dense one: its textured tiles ink on paper, with a little paper (see
+    :data:`DENSE_PAPER`)."""
+    paper, ink = _paper_and_ink(grey)
+    return DENSE_PAPER <= paper < PAPER_SHARE and ink >= INK_SHARE
+
+
+def dense_page(close: np.ndarray) -> bool:
+    """Whether ``close`` (a :func:`maybe_dense_page` image at its close size) is a page:
+    see :data:`CLOSE_PAPER_SHARE`."""
+    paper, ink = _paper_and_ink(close)
+    return paper >= CLOSE_PAPER_SHARE and ink >= INK_SHARE
 
 
 def one_paper(grey: np.ndarray, rgb: np.ndarray) -> bool:

@@ -64,7 +64,8 @@ MAX_ROWS = 1_000_000
 BATCH = 512
 _KEY = struct.Struct("<5q")
 _COLUMNS = (
-    "version", "a", "b", "copy", "agree", "cover", "inliers", "mirrored", "how", "blob", "used",
+    "version", "a", "b", "copy", "agree", "cover", "inliers", "mirrored", "how", "blob", "glyphs",
+    "used",
 )  # fmt: skip
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS looks (
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS looks (
     mirrored INTEGER NOT NULL,
     how TEXT NOT NULL,
     blob REAL NOT NULL,
+    glyphs REAL,
     used REAL NOT NULL,
     PRIMARY KEY (version, a, b)
 ) WITHOUT ROWID;
@@ -285,11 +287,11 @@ class Remembered:
             pending = self._new.get(keys)
             try:
                 row = (
-                    pending[3:10]
+                    pending[3:11]
                     if pending is not None
                     else self._db.execute(
-                        "SELECT copy, agree, cover, inliers, mirrored, how, blob FROM looks "
-                        "WHERE version = ? AND a = ? AND b = ?",
+                        "SELECT copy, agree, cover, inliers, mirrored, how, blob, glyphs "
+                        "FROM looks WHERE version = ? AND a = ? AND b = ?",
                         (self.version, *keys),
                     ).fetchone()
                 )
@@ -300,8 +302,9 @@ class Remembered:
                 return None
             self._used.append((time.time(), self.version, *keys))
             found = Verdict(
-                bool(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], row[6], True
-            )
+                bool(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], row[6],
+                glyphs=row[7], remembered=True,
+            )  # fmt: skip
             self._flush_if_due()
             return found
 
@@ -322,6 +325,7 @@ class Remembered:
             int(verdict.mirrored),
             verdict.how,
             float(verdict.blob),
+            None if verdict.glyphs is None else float(verdict.glyphs),
             time.time(),
         )
         with self._lock:
@@ -363,7 +367,7 @@ class Remembered:
         try:
             with db:
                 db.executemany(
-                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     list(self._new.values()),
                 )
                 db.executemany(

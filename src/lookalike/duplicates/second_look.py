@@ -115,6 +115,7 @@ def second_look(
         return out
     keep = np.zeros(len(pairs), dtype=bool)
     rejects: dict[int, int] = {}
+    told_apart: set[tuple[int, int]] = set()
     # When the run's budget can be spent before every pair is looked at, the most similar
     # pairs come first whatever their connected set (copies score highest: 10,000 mosaics,
     # budget 10,000, recall 0.41 in connected-set order); else one set after another.
@@ -168,23 +169,35 @@ def second_look(
                 keep[k] = True
                 out.verified.add((min(a, b), max(a, b)))
             else:
+                if verdict.text_differs:
+                    told_apart.add((min(a, b), max(a, b)))
                 out.rejected += 1
                 rejects[a] = rejects.get(a, 0) + 1
                 rejects[b] = rejects.get(b, 0) + 1
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    out.inferred = _through_a_third(pairs, node, keep, out.verified)
+    out.inferred = _through_a_third(pairs, node, keep, out.verified, told_apart)
     out.pairs = Pairs(pairs.i[keep], pairs.j[keep], pairs.score[keep])
     out.seconds = time.perf_counter() - t0
     return out
 
 
 def _through_a_third(
-    pairs: Pairs, node: np.ndarray, keep: np.ndarray, verified: set[tuple[int, int]]
+    pairs: Pairs,
+    node: np.ndarray,
+    keep: np.ndarray,
+    verified: set[tuple[int, int]],
+    told_apart: set[tuple[int, int]] | None = None,
 ) -> int:
     """Keep (and mark verified) each candidate pair not kept whose two images are both
-    confirmed copies of one same image; returns how many (``keep``, ``verified`` updated)."""
+    confirmed copies of one same image; returns how many (``keep``, ``verified`` updated).
+
+    Not a pair in ``told_apart``: two pages whose own look aligned them to the pixel and
+    found their text different (:attr:`~lookalike.duplicates.verify.Verdict.text_differs`).
+    A third image too small or soft to read that text - a spreadsheet re-saved at 60% as
+    JPEG 50 - passes for a copy of both; it says nothing of what the close look saw (two
+    sheets one number apart were one group through their shared copy, #19)."""
     copies: dict[int, set[int]] = {}
     for a, b in verified:
         copies.setdefault(a, set()).add(b)
@@ -192,6 +205,8 @@ def _through_a_third(
     added = []
     for k in np.flatnonzero(~keep).tolist():
         a, b = int(node[pairs.i[k]]), int(node[pairs.j[k]])
+        if told_apart and (min(a, b), max(a, b)) in told_apart:
+            continue
         if a != b and copies.get(a, set()) & copies.get(b, set()):
             keep[k] = True
             added.append((min(a, b), max(a, b)))

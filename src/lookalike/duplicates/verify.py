@@ -24,7 +24,9 @@ real copies). The vectors *propose* pairs; this look *disposes*, on the pixels:
    invoices with another customer or total, differ in a few words: as little as a caption
    on a copy (the reviews of #19: 48 such forms became one group). So when both images
    are pages - at least :data:`DOC_PAPER` of the tiles blank paper in both, and at least
-   :data:`DOC_INK` of the textured tiles ink on that paper - they are compared again on
+   :data:`DOC_INK` of the textured tiles ink on that paper; a dense page, a spreadsheet's
+   grid or small print, at its close size (:func:`~lookalike.duplicates.pages.dense_page`)
+   - they are compared again on
    close copies of up to 1,024 pixels (:mod:`~lookalike.duplicates.pages`), where a
    rescan, a turn of a few degrees, a resize or a photocopy leaves at most
    :data:`~lookalike.duplicates.pages.PAGE_DIFFER` of the inked tiles unmatched and
@@ -68,8 +70,10 @@ from .pages import (
     PAGE_ALIGNED,
     PAGE_DIFFER,
     PAGE_SIDE,
+    dense_page,
     glyph_outlier,
     looks_like_page,
+    maybe_dense_page,
     one_paper,
     page_differ,
 )
@@ -229,6 +233,11 @@ class Verdict:
         how: ``"framing"``, ``"orb"``, ``"none"`` (no geometry), ``"unreadable"`` or
             ``"too thin"`` (an image thinner than a tile once compared: undecided).
         blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
+        glyphs: when two pages were aligned to the pixel and their glyphs compared, how far
+            the most different one stood out (:func:`~lookalike.duplicates.pages.glyph_outlier`;
+            over :data:`~lookalike.duplicates.pages.GLYPH_RATIO`: the text differs in one
+            place, whatever a third image says: see :func:`text_differs`); ``None``
+            otherwise.
         remembered: made by an earlier run for these two files, not looked at again
             (:mod:`~lookalike.duplicates.remembered`; not part of the verdict's value).
     """
@@ -240,7 +249,14 @@ class Verdict:
     mirrored: bool = False
     how: str = "none"
     blob: float = 1.0
+    glyphs: float | None = None
     remembered: bool = field(default=False, compare=False)
+
+    @property
+    def text_differs(self) -> bool:
+        """Two pages aligned to the pixel whose text differs in one place (:attr:`glyphs`):
+        the look read them closely and told them apart."""
+        return self.copy is False and self.glyphs is not None and self.glyphs > GLYPH_RATIO
 
 
 def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
@@ -294,12 +310,20 @@ def prepare(rgb: Any) -> Look:
     order = hashlib.blake2b(repr(grey.shape).encode(), digest_size=16, person=b"lookalike-look")
     order.update(grey.tobytes())
     look = Look(grey, max(arr.shape[:2]), order=order.digest())
-    if looks_like_page(look.grey):
-        colour = _colour(rgb, grey.shape)
-        if colour is None or one_paper(look.grey, colour):
-            look.page = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
-        else:
-            look.coloured = True
+    close: np.ndarray | None = None
+    if not looks_like_page(look.grey):
+        if not maybe_dense_page(look.grey):
+            return look
+        close = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
+        if not dense_page(close):
+            return look
+    colour = _colour(rgb, grey.shape)
+    if colour is None or one_paper(look.grey, colour):
+        look.page = (
+            close if close is not None else _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
+        )
+    else:
+        look.coloured = True
     return look
 
 
@@ -318,7 +342,11 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
         # (decoding a 6000x8000 page twice cost 1 s and 200 MB more). The decoder says
         # so: reading the size from the header here, outside its limits, let Pillow's
         # own pixel limit raise on a 179 MP page the index had accepted (review, #19).
-        if look.page is not None and first.info.get(REDUCED) and max(first.size) < PAGE_SIDE:
+        # (So is an image that may be a dense page: its blank cells show at the close
+        # size, pages.maybe_dense_page.)
+        dense = look.page is None and not look.coloured and maybe_dense_page(look.grey)
+        reduced = first.info.get(REDUCED) and max(first.size) < PAGE_SIDE
+        if (look.page is not None or dense) and reduced:
             look = prepare(open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE)))
         return look.settle()
     except (DecodeFailure, OSError, ValueError):
@@ -783,6 +811,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
         tries += [("framing", False), ("framing", True)]
     tries += [("orb", False), ("orb", True)]
     compared = thin = False
+    glyphs: float | None = None  # the most different glyph any geometry found
     for how, mirrored in tries:
         if how == "framing":
             geometries = [("framing", _framing(a, b, mirrored), 0)]
@@ -797,6 +826,8 @@ def compare_looks(a: Look, b: Look) -> Verdict:
             refine = kind == "affine" or not any(g[0] == "affine" for g in geometries)
             verdict, thin, page = _judge(a, b, h, how, mirrored, inliers, thin, refine)
             compared = True
+            if verdict.glyphs is not None:
+                glyphs = max(glyphs or 0.0, verdict.glyphs)
             if verdict.copy:
                 # (Two pages whose glyphs differ under one geometry go on to the next: a
                 # homography refined a pixel off made a table's rescan differ at 2.03, its
@@ -808,7 +839,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
         # An image thinner than a tile at the comparison size (a 4000x40 banner) has no
         # tile to judge by: the look cannot decide, it does not say "distinct".
         return Verdict(None, how="too thin")
-    return best
+    return replace(best, glyphs=glyphs)
 
 
 def _judge(
@@ -826,7 +857,7 @@ def _judge(
     found, cover = _compare(a, b, h, refine)
     thin = thin or _too_thin(a, b)
     copy = found.copy and (how == "framing" or cover >= MIN_COVER)
-    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob)
+    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob, found.glyphs)
     return verdict, thin, found.differ is not None
 
 
