@@ -93,8 +93,7 @@ def _paper_and_ink(grey: np.ndarray) -> tuple[float, float]:
 def looks_like_page(grey: np.ndarray) -> bool:
     """Whether a grey ``uint8`` image is a page: blank paper, and ink on it (and, in colour,
     :func:`one_paper`)."""
-    paper, ink = _paper_and_ink(grey)
-    return paper >= PAPER_SHARE and ink >= INK_SHARE
+    return page_or_dense(grey)[0]
 
 
 #: A dense page - a spreadsheet's grid, a table, small print - holds a line or a glyph in
@@ -115,8 +114,15 @@ def maybe_dense_page(grey: np.ndarray) -> bool:
     """Whether ``grey`` (at the usual size), not a page by :func:`looks_like_page`, may be
     a dense one: its textured tiles ink on paper, with a little paper (see
     :data:`DENSE_PAPER`)."""
+    return page_or_dense(grey)[1]
+
+
+def page_or_dense(grey: np.ndarray) -> tuple[bool, bool]:
+    """:func:`looks_like_page` and :func:`maybe_dense_page` of ``grey``, its tiles read
+    once."""
     paper, ink = _paper_and_ink(grey)
-    return DENSE_PAPER <= paper < PAPER_SHARE and ink >= INK_SHARE
+    inky = ink >= INK_SHARE
+    return paper >= PAPER_SHARE and inky, DENSE_PAPER <= paper < PAPER_SHARE and inky
 
 
 def dense_page(close: np.ndarray) -> bool:

@@ -72,10 +72,9 @@ from .pages import (
     PAGE_SIDE,
     dense_page,
     glyph_outlier,
-    looks_like_page,
-    maybe_dense_page,
     one_paper,
     page_differ,
+    page_or_dense,
 )
 
 #: Longer side, in pixels, both images are brought to for features (small ones enlarged).
@@ -172,6 +171,9 @@ class Look:
             the two images alone.
         coloured: laid out like a page, but on fields of several colours, not one paper (a
             logo, :func:`~lookalike.duplicates.pages.one_paper`): never judged as a page.
+        dense: not a page at :data:`SIDE` pixels, but perhaps a dense one
+            (:func:`~lookalike.duplicates.pages.maybe_dense_page`): asked again at its
+            close size, and decoded again for it when it was decoded smaller.
         read_as: the file's identity when these pixels were read (set by a
             :class:`Verifier` that remembers verdicts; ``None``: unknown, or the file
             changed while it was read).
@@ -185,6 +187,7 @@ class Look:
     shape: tuple[int, int] = (0, 0)
     order: bytes = b""
     coloured: bool = False
+    dense: bool = False
     read_as: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -311,8 +314,9 @@ def prepare(rgb: Any) -> Look:
     order.update(grey.tobytes())
     look = Look(grey, max(arr.shape[:2]), order=order.digest())
     close: np.ndarray | None = None
-    if not looks_like_page(look.grey):
-        if not maybe_dense_page(look.grey):
+    page, look.dense = page_or_dense(look.grey)
+    if not page:
+        if not look.dense:
             return look
         close = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
         if not dense_page(close):
@@ -344,9 +348,8 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
         # own pixel limit raise on a 179 MP page the index had accepted (review, #19).
         # (So is an image that may be a dense page: its blank cells show at the close
         # size, pages.maybe_dense_page.)
-        dense = look.page is None and not look.coloured and maybe_dense_page(look.grey)
         reduced = first.info.get(REDUCED) and max(first.size) < PAGE_SIDE
-        if (look.page is not None or dense) and reduced:
+        if (look.page is not None or (look.dense and not look.coloured)) and reduced:
             look = prepare(open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE)))
         return look.settle()
     except (DecodeFailure, OSError, ValueError):
