@@ -383,7 +383,7 @@ def test_calibration_on_forms_of_one_template_claims_what_it_measures(tmp_path, 
     [
         0,
         1,
-        pytest.param(2, marks=pytest.mark.xfail(strict=True, reason="#19: a small re-save")),
+        2,
     ],
 )
 def test_calibration_on_invoices_of_one_template_claims_what_it_measures(

@@ -52,6 +52,10 @@ PAGE_DIFFER = 0.0025
 #: of #19) leaves none once aligned, as two aligned scans of such invoices already did at
 #: the usual bar. Tiles of 8 px do not see every changed character: :func:`glyph_outlier`.
 PAGE_ALIGNED = 0.0005
+#: Two pages over :data:`PAGE_ALIGNED` once aligned to the pixel, by more than this, are
+#: read apart (``Verdict.text_differs``): a third image that passes for a copy of both
+#: does not join them (see ``second_look``).
+PAGE_APART = 0.0005
 
 
 def _tiles(img: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ BATCH = 512
 _KEY = struct.Struct("<5q")
 _COLUMNS = (
     "version", "a", "b", "copy", "agree", "cover", "inliers", "mirrored", "how", "blob", "glyphs",
-    "used",
+    "text_differs", "used",
 )  # fmt: skip
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS looks (
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS looks (
     how TEXT NOT NULL,
     blob REAL NOT NULL,
     glyphs REAL,
+    text_differs INTEGER NOT NULL,
     used REAL NOT NULL,
     PRIMARY KEY (version, a, b)
 ) WITHOUT ROWID;
@@ -287,11 +288,11 @@ class Remembered:
             pending = self._new.get(keys)
             try:
                 row = (
-                    pending[3:11]
+                    pending[3:12]
                     if pending is not None
                     else self._db.execute(
-                        "SELECT copy, agree, cover, inliers, mirrored, how, blob, glyphs "
-                        "FROM looks WHERE version = ? AND a = ? AND b = ?",
+                        "SELECT copy, agree, cover, inliers, mirrored, how, blob, glyphs, "
+                        "text_differs FROM looks WHERE version = ? AND a = ? AND b = ?",
                         (self.version, *keys),
                     ).fetchone()
                 )
@@ -303,7 +304,7 @@ class Remembered:
             self._used.append((time.time(), self.version, *keys))
             found = Verdict(
                 bool(row[0]), row[1], row[2], row[3], bool(row[4]), row[5], row[6],
-                glyphs=row[7], remembered=True,
+                glyphs=row[7], text_differs=bool(row[8]), remembered=True,
             )  # fmt: skip
             self._flush_if_due()
             return found
@@ -326,6 +327,7 @@ class Remembered:
             verdict.how,
             float(verdict.blob),
             None if verdict.glyphs is None else float(verdict.glyphs),
+            int(verdict.text_differs),
             time.time(),
         )
         with self._lock:
@@ -367,7 +369,7 @@ class Remembered:
         try:
             with db:
                 db.executemany(
-                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO looks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     list(self._new.values()),
                 )
                 db.executemany(

@@ -68,6 +68,7 @@ import numpy as np
 from .pages import (
     GLYPH_RATIO,
     PAGE_ALIGNED,
+    PAGE_APART,
     PAGE_DIFFER,
     PAGE_SIDE,
     dense_page,
@@ -237,10 +238,11 @@ class Verdict:
             ``"too thin"`` (an image thinner than a tile once compared: undecided).
         blob: the largest patch of disagreeing tiles (see :class:`Agreement`).
         glyphs: when two pages were aligned to the pixel and their glyphs compared, how far
-            the most different one stood out (:func:`~lookalike.duplicates.pages.glyph_outlier`;
-            over :data:`~lookalike.duplicates.pages.GLYPH_RATIO`: the text differs in one
-            place, whatever a third image says: see :func:`text_differs`); ``None``
-            otherwise.
+            the most different one stood out (:func:`~lookalike.duplicates.pages.glyph_outlier`);
+            ``None`` otherwise.
+        text_differs: not a copy, and two pages that the look aligned to the pixel on their
+            own pixels and found their text different (:attr:`Agreement.apart`): read
+            closely and told apart, whatever a third image says.
         remembered: made by an earlier run for these two files, not looked at again
             (:mod:`~lookalike.duplicates.remembered`; not part of the verdict's value).
     """
@@ -253,13 +255,8 @@ class Verdict:
     how: str = "none"
     blob: float = 1.0
     glyphs: float | None = None
+    text_differs: bool = False
     remembered: bool = field(default=False, compare=False)
-
-    @property
-    def text_differs(self) -> bool:
-        """Two pages aligned to the pixel whose text differs in one place (:attr:`glyphs`):
-        the look read them closely and told them apart."""
-        return self.copy is False and self.glyphs is not None and self.glyphs > GLYPH_RATIO
 
 
 def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
@@ -379,6 +376,10 @@ class Agreement:
         glyphs: when two pages' close copies met that bar, how far their most different
             glyph stands out (:func:`~lookalike.duplicates.pages.glyph_outlier`; a copy:
             at most :data:`~lookalike.duplicates.pages.GLYPH_RATIO`); ``None`` otherwise.
+        apart: two pages aligned to the pixel on their own pixels whose text differs:
+            inked tiles left unmatched past
+            :data:`~lookalike.duplicates.pages.PAGE_ALIGNED`, or a glyph past
+            :data:`~lookalike.duplicates.pages.GLYPH_RATIO` (see :attr:`Verdict.text_differs`).
     """
 
     share: float
@@ -387,6 +388,7 @@ class Agreement:
     differ: float | None = None
     bar: float = DOC_DIFFER
     glyphs: float | None = None
+    apart: bool = False
 
     @property
     def copy(self) -> bool:
@@ -518,8 +520,8 @@ def _compare(a: Look, b: Look, h: np.ndarray, refine: bool = True) -> tuple[Agre
         # mirrored, differed there in 4.6% of them, over DOC_DIFFER, #19).
         found = replace(found, differ=None)
     if found.differ is not None and a.page is not None and b.page is not None and near:
-        differ, bar, glyphs = _close(a.page, b.page, a.shape, b.shape, h, refine)
-        found = replace(found, differ=differ, bar=bar, glyphs=glyphs)
+        differ, bar, glyphs, apart = _close(a.page, b.page, a.shape, b.shape, h, refine)
+        found = replace(found, differ=differ, bar=bar, glyphs=glyphs, apart=apart)
     return found, min(1.0, cover)
 
 
@@ -530,7 +532,7 @@ def _close(
     gb: tuple[int, ...],
     h: np.ndarray,
     refine: bool = True,
-) -> tuple[float, float, float | None]:
+) -> tuple[float, float, float | None, bool]:
     """:func:`~lookalike.duplicates.pages.page_differ` of two pages' close copies (``pa``,
     ``pb``; ``h`` maps ``gb``'s pixels onto ``ga``'s), at the smaller one's size; the
     bar a copy meets: :data:`~lookalike.duplicates.pages.PAGE_DIFFER` as the features
@@ -539,7 +541,8 @@ def _close(
     :func:`compare_looks`); and, when they meet it,
     :func:`~lookalike.duplicates.pages.glyph_outlier` on the pages aligned to the pixel
     (refined whatever ``refine`` says: every geometry that meets the bar pays it);
-    ``None`` when they do not."""
+    ``None`` when they do not; and whether, aligned to the pixel, their text differs
+    (:attr:`Agreement.apart`)."""
     side = min(max(pa.shape), max(pb.shape))
     pa, pb = _resize_to(pa, side), _resize_to(pb, side)
     m = _scale(ga, pa.shape) @ h @ np.linalg.inv(_scale(gb, pb.shape))
@@ -552,9 +555,10 @@ def _close(
         refined = _refine(fa, warped, inside, m)
         if refined is not None:
             warped, inside = _warp_page(pb, refined, pa.shape)
-        return differ, PAGE_DIFFER, _glyphs(fa, pb, warped, inside, refined)
+        glyphs = _glyphs(fa, pb, warped, inside, refined)
+        return differ, PAGE_DIFFER, glyphs, refined is not None and glyphs > GLYPH_RATIO
     if not refine:
-        return differ, PAGE_DIFFER, None
+        return differ, PAGE_DIFFER, None, False
     # Over the bar: the geometry, fitted to features at 512 px, may land a pixel or two
     # off at this size (a page cropped 3% at its margins: 8% of its inked tiles unmatched,
     # 0 once refined; rescans of forms: 0.4-3.7%, then 0, #19). Refined here on the pixels
@@ -566,12 +570,13 @@ def _close(
     # can still leave none: the glyphs are compared then (pages.glyph_outlier).
     refined = _refine(fa, warped, inside, m)
     if refined is None:
-        return differ, PAGE_DIFFER, None
+        return differ, PAGE_DIFFER, None, False
     warped, inside = _warp_page(pb, refined, pa.shape)
     aligned = page_differ(fa, warped, inside)
     if aligned > PAGE_ALIGNED:
-        return differ, PAGE_DIFFER, None
-    return aligned, PAGE_ALIGNED, _glyphs(fa, pb, warped, inside, refined)
+        return differ, PAGE_DIFFER, None, aligned > PAGE_APART
+    glyphs = _glyphs(fa, pb, warped, inside, refined)
+    return aligned, PAGE_ALIGNED, glyphs, glyphs > GLYPH_RATIO
 
 
 def _glyphs(
@@ -815,6 +820,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
     tries += [("orb", False), ("orb", True)]
     compared = thin = False
     glyphs: float | None = None  # the most different glyph any geometry found
+    apart = False  # any geometry read the two pages' text apart
     for how, mirrored in tries:
         if how == "framing":
             geometries = [("framing", _framing(a, b, mirrored), 0)]
@@ -831,6 +837,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
             compared = True
             if verdict.glyphs is not None:
                 glyphs = max(glyphs or 0.0, verdict.glyphs)
+            apart = apart or verdict.text_differs
             if verdict.copy:
                 # (Two pages whose glyphs differ under one geometry go on to the next: a
                 # homography refined a pixel off made a table's rescan differ at 2.03, its
@@ -842,7 +849,7 @@ def compare_looks(a: Look, b: Look) -> Verdict:
         # An image thinner than a tile at the comparison size (a 4000x40 banner) has no
         # tile to judge by: the look cannot decide, it does not say "distinct".
         return Verdict(None, how="too thin")
-    return replace(best, glyphs=glyphs)
+    return replace(best, glyphs=glyphs, text_differs=apart)
 
 
 def _judge(
@@ -860,7 +867,10 @@ def _judge(
     found, cover = _compare(a, b, h, refine)
     thin = thin or _too_thin(a, b)
     copy = found.copy and (how == "framing" or cover >= MIN_COVER)
-    verdict = Verdict(copy, found.share, cover, inliers, mirrored, how, found.blob, found.glyphs)
+    verdict = Verdict(
+        copy, found.share, cover, inliers, mirrored, how, found.blob, found.glyphs,
+        text_differs=not copy and found.apart,
+    )  # fmt: skip
     return verdict, thin, found.differ is not None
 
 
