@@ -52,10 +52,15 @@ PAGE_DIFFER = 0.0025
 #: of #19) leaves none once aligned, as two aligned scans of such invoices already did at
 #: the usual bar. Tiles of 8 px do not see every changed character: :func:`glyph_outlier`.
 PAGE_ALIGNED = 0.0005
-#: Two pages over :data:`PAGE_ALIGNED` once aligned to the pixel, by more than this, are
-#: read apart (``Verdict.text_differs``): a third image that passes for a copy of both
-#: does not join them (see ``second_look``).
-PAGE_APART = 0.0005
+#: Two pages are read apart (``Verdict.text_differs``: a third image that passes for a
+#: copy of both does not join them, see ``second_look``) when, aligned to the pixel, more
+#: than this share of their inked tiles stays unmatched, or a glyph stands out by more
+#: than :data:`GLYPH_APART`: clear of what copies measured, where a third image joins
+#: them (#19, ninth pass: invoices of one template with another date and quantity
+#: 0.0055, a crop of a spreadsheet 0.0027 - the grid's period misleads the alignment -,
+#: one figure changed on a sheet 7.7-25, a shared copy of a sheet in small print 2.0-2.2).
+PAGE_APART = 0.004
+GLYPH_APART = 3.0
 
 
 def _tiles(img: np.ndarray) -> np.ndarray:

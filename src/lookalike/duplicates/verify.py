@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from .pages import (
+    GLYPH_APART,
     GLYPH_RATIO,
     PAGE_ALIGNED,
     PAGE_APART,
@@ -378,8 +379,8 @@ class Agreement:
             at most :data:`~lookalike.duplicates.pages.GLYPH_RATIO`); ``None`` otherwise.
         apart: two pages aligned to the pixel on their own pixels whose text differs:
             inked tiles left unmatched past
-            :data:`~lookalike.duplicates.pages.PAGE_ALIGNED`, or a glyph past
-            :data:`~lookalike.duplicates.pages.GLYPH_RATIO` (see :attr:`Verdict.text_differs`).
+            :data:`~lookalike.duplicates.pages.PAGE_APART`, or a glyph past
+            :data:`~lookalike.duplicates.pages.GLYPH_APART` (see :attr:`Verdict.text_differs`).
     """
 
     share: float
@@ -556,7 +557,7 @@ def _close(
         if refined is not None:
             warped, inside = _warp_page(pb, refined, pa.shape)
         glyphs = _glyphs(fa, pb, warped, inside, refined)
-        return differ, PAGE_DIFFER, glyphs, refined is not None and glyphs > GLYPH_RATIO
+        return differ, PAGE_DIFFER, glyphs, refined is not None and glyphs > GLYPH_APART
     if not refine:
         return differ, PAGE_DIFFER, None, False
     # Over the bar: the geometry, fitted to features at 512 px, may land a pixel or two
@@ -574,9 +575,9 @@ def _close(
     warped, inside = _warp_page(pb, refined, pa.shape)
     aligned = page_differ(fa, warped, inside)
     if aligned > PAGE_ALIGNED:
-        return differ, PAGE_DIFFER, None, aligned > PAGE_APART
+        return differ, PAGE_DIFFER, None, PAGE_APART < aligned <= differ
     glyphs = _glyphs(fa, pb, warped, inside, refined)
-    return aligned, PAGE_ALIGNED, glyphs, glyphs > GLYPH_RATIO
+    return aligned, PAGE_ALIGNED, glyphs, glyphs > GLYPH_APART
 
 
 def _glyphs(
