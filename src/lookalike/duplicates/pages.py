@@ -30,8 +30,10 @@ TILE = 8
 #: Grey level from which a flat tile is paper; flat: standard deviation below :data:`FLAT`.
 PAPER = 170.0
 FLAT = 4.0
-#: A page: at least this share of its tiles blank paper ...
-PAPER_SHARE = 0.25
+#: A page: at least this share of its tiles blank paper (the ink share below is what
+#: tells a page from a photo; 0.25 took a spreadsheet's grid for a picture, see
+#: :data:`DENSE_PAPER`) ...
+PAPER_SHARE = 0.10
 #: ... and this share of its textured tiles ink on that paper (a tile holding paper and
 #: strokes reaches the paper's level within its spread; a photo's texture under a white
 #: sky, measured in #19, does not: 0.1-0.5 of its textured tiles).
@@ -106,17 +108,18 @@ def looks_like_page(grey: np.ndarray) -> bool:
 
 
 #: A dense page - a spreadsheet's grid, a table, small print - holds a line or a glyph in
-#: nearly every 8-px tile at the usual size (512 px: 9-20% of its tiles blank, #19), so
-#: :func:`looks_like_page` takes it for a picture, and two sheets of one template with
-#: other numbers in every cell were copies (precision 0.05, claimed 1.00). Such an image,
-#: all its texture ink on paper there (:func:`maybe_dense_page`, at least
-#: :data:`DENSE_PAPER` of it blank), is asked again at its close size (its own, up to
-#: :data:`PAGE_SIDE`), where its cells are paper: a page when at least
-#: :data:`CLOSE_PAPER_SHARE` of its tiles are blank there (21-34% measured on sheets, their
-#: copies re-saved at 60% as JPEG 50 included). The 21 sample photos are never asked: ink
-#: is 0.0-0.73 of their texture at either size.
+#: nearly every 8-px tile at the usual size (512 px: 9-20% of its tiles blank, and as
+#: little as 2-10% at some scales, where the grid's period lands a line in every tile,
+#: #19), so a page needed a quarter of its tiles blank took it for a picture, and two
+#: sheets of one template with other numbers in every cell were copies (precision 0.05,
+#: claimed 1.00; a thumbnail of one, 640 px, was a copy of every other sheet: review of
+#: #19). A page needs :data:`PAPER_SHARE` blank now; an image under it, all its texture
+#: ink on paper (:func:`maybe_dense_page`, at least :data:`DENSE_PAPER` of it blank), is
+#: asked again at its close size (its own, up to :data:`PAGE_SIDE`): a page when at least
+#: :data:`CLOSE_PAPER_SHARE` of its tiles are blank there. The 21 sample photos never are:
+#: ink is 0.0-0.73 of their texture at either size.
 DENSE_PAPER = 0.02
-CLOSE_PAPER_SHARE = 0.15
+CLOSE_PAPER_SHARE = 0.10
 
 
 def maybe_dense_page(grey: np.ndarray) -> bool:
