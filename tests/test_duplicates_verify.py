@@ -1166,5 +1166,6 @@ def test_a_mid_size_copy_of_a_sheet_is_not_a_copy_of_another_sheet(layout, width
     size = (width, round(one.height * width / one.width))
     thumb = lookalikes._jpeg(one.resize(size, Image.Resampling.LANCZOS), 75)
     assert same(thumb, other) is False
+    assert same(thumb, lookalikes._jpeg(other.resize(size, Image.Resampling.LANCZOS), 75)) is False
     if width != 800:  # 13-px figures at half their size: its own sheet is not confirmed
         assert same(thumb, one) is True
