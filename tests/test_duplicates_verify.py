@@ -1085,7 +1085,9 @@ def _shared(im: Image.Image) -> Image.Image:
 # 83-85% of their tiles and a shared copy of one was a copy of the other (12 sheets, 3
 # shared and cropped: precision 0.05, claimed 1.00). A dense page is now asked again at
 # its close size, where its cells are paper (pages.maybe_dense_page, dense_page).
-@pytest.mark.parametrize("layout", ["sparse", "dense"])
+# (Banded rows, review of #19, helper-29: at the comparison's 384 px no tile is blank
+# paper, and two pages with no paper there were compared as photos: copies.)
+@pytest.mark.parametrize("layout", ["sparse", "dense", "banded"])
 def test_spreadsheets_of_one_template_are_read_as_pages(layout):
     from lookalike.duplicates.verify import look_at_file
 
@@ -1094,10 +1096,12 @@ def test_spreadsheets_of_one_template_are_read_as_pages(layout):
     assert prepare(one).page is not None and prepare(shared).page is not None
     assert same(one, other) is False
     assert same(shared, other) is False
+    assert same(one, lookalikes.sheet("t:1", layout, changed=37)) is False  # one figure
+    if layout == "banded":
+        return  # its shared copy is not confirmed (BENCHMARKS, ninth pass): kept apart
     assert same(one, shared) is True
     w, h = one.size
     assert same(one, lookalikes._jpeg(one.crop((7, 4, w - 9, h - 5)), 80)) is True
-    assert same(one, lookalikes.sheet("t:1", layout, changed=37)) is False  # one figure
     # Read from a file as the run reads it (a JPEG decoded at a reduced size first).
     buf = io.BytesIO()
     shared.save(buf, "JPEG", quality=95)

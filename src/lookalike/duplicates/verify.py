@@ -470,6 +470,11 @@ def _page_differ(
     stay pictures."""
     paper = flat & (ma >= PAPER) & (mb >= PAPER)
     textured = ~flat
+    if pages and textured.any() and not paper.any():
+        # Pages at their own size with no blank tile left here: a dense page (a sheet
+        # with banded rows, 384 px: a grid line, a band's edge or a figure in every tile;
+        # judged as a photo, sheets of one template were copies: review of #19).
+        return float((textured & (ncc < DOC_NCC)).sum() / textured.sum())
     if not paper.any() or not textured.any() or (paper.mean() < DOC_PAPER and not pages):
         return None
     level = min(float(np.median(ma[paper])), float(np.median(mb[paper])))
