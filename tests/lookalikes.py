@@ -426,12 +426,13 @@ def invoices(n: int = 12, copies: int = 2, seed: int = 0) -> LabelledSet:
 
 #: Layouts of :func:`sheet`: width, row height, font size, columns, rows.
 SHEET_LAYOUTS = {"sparse": (1200, 32, 17, 8, 22), "dense": (1200, 24, 14, 10, 30),
-                 "wide": (1600, 20, 13, 14, 40), "banded": (1400, 22, 14, 10, 36)}  # fmt: skip
+                 "wide": (1600, 20, 13, 14, 40), "banded": (1400, 22, 14, 10, 36),
+                 "large": (2560, 27, 18, 16, 48)}  # fmt: skip
 
 
 def sheet(seed: int | str, layout: str = "sparse", changed: int | None = None) -> Image.Image:
-    """A screenshot of a spreadsheet of one template (:data:`SHEET_LAYOUTS`; "banded":
-    every other row grey): a coloured title bar, a grid, a name in the first column and a
+    """A screenshot of a spreadsheet of one template (:data:`SHEET_LAYOUTS`; "banded",
+    "large": every other row grey): a coloured title bar, a grid, a name in the first column and a
     number in every other cell, each drawn from ``seed``; ``changed``: that cell's number
     (counted row by row) one more, the rest as they are (another version of the sheet)."""
     width, row_h, size, cols, rows = SHEET_LAYOUTS[layout]
@@ -444,7 +445,7 @@ def sheet(seed: int | str, layout: str = "sparse", changed: int | None = None) -
     for r in range(rows):
         for c in range(cols):
             x, y = 20 + c * cell_w, 60 + r * row_h
-            band = (242, 242, 242) if layout == "banded" and r % 2 else None
+            band = (242, 242, 242) if layout in ("banded", "large") and r % 2 else None
             d.rectangle((x, y, x + cell_w, y + row_h), fill=band, outline=(210, 210, 210))
             value = rng.randint(0, 99999)
             text = rng.choice(_WORDS[:30]) if c == 0 else f"{value + (r * cols + c == changed):,}"

@@ -84,21 +84,23 @@ VIVID = 64.0
 TWO_COLOURS = 0.1
 
 
-def _paper_and_ink(grey: np.ndarray) -> tuple[float, float]:
-    """The share of ``grey``'s tiles that are blank paper, and of its textured tiles that
-    are ink on that paper (0.0 when it has no paper or no texture)."""
+def _paper_and_ink(grey: np.ndarray) -> tuple[float, float, float]:
+    """The share of ``grey``'s tiles that are blank paper, of its textured tiles that are
+    ink on that paper (0.0 when it has no paper or no texture), and of its tiles that are
+    as bright as paper on average (blank or not)."""
     if min(grey.shape) < 4 * TILE:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     t = _tiles(grey.astype(np.float32))
     mean, spread = t.mean(axis=1), t.std(axis=1)
     flat = spread < FLAT
     paper = flat & (mean >= PAPER)
     textured = ~flat
+    bright = float((mean >= PAPER).mean())
     if not paper.any() or not textured.any():
-        return float(paper.mean()), 0.0
+        return float(paper.mean()), 0.0, bright
     level = float(np.median(mean[paper]))
     ink = textured & (mean + spread >= level - 30)
-    return float(paper.mean()), float(ink.sum() / textured.sum())
+    return float(paper.mean()), float(ink.sum() / textured.sum()), bright
 
 
 def looks_like_page(grey: np.ndarray) -> bool:
@@ -120,27 +122,35 @@ def looks_like_page(grey: np.ndarray) -> bool:
 #: ink is 0.0-0.73 of their texture at either size.
 DENSE_PAPER = 0.02
 CLOSE_PAPER_SHARE = 0.10
+#: ... or with its tiles this bright on average, blank or not (see :func:`page_or_dense`).
+DENSE_BRIGHT = 0.8
 
 
 def maybe_dense_page(grey: np.ndarray) -> bool:
     """Whether ``grey`` (at the usual size), not a page by :func:`looks_like_page`, may be
     a dense one: its textured tiles ink on paper, with a little paper (see
-    :data:`DENSE_PAPER`)."""
+    :data:`DENSE_PAPER`), or its tiles nearly all as bright as paper
+    (:data:`DENSE_BRIGHT`)."""
     return page_or_dense(grey)[1]
 
 
 def page_or_dense(grey: np.ndarray) -> tuple[bool, bool]:
     """:func:`looks_like_page` and :func:`maybe_dense_page` of ``grey``, its tiles read
     once."""
-    paper, ink = _paper_and_ink(grey)
+    paper, ink, bright = _paper_and_ink(grey)
     inky = ink >= INK_SHARE
-    return paper >= PAPER_SHARE and inky, DENSE_PAPER <= paper < PAPER_SHARE and inky
+    page = paper >= PAPER_SHARE and inky
+    # (Or nearly no blank tile at all, but paper-bright nearly everywhere: a 2,560-px
+    # screenshot of a sheet at 512 px, a line or a figure in every tile: review of #19.
+    # The sample photos: 0.52 at most.)
+    dense = not page and ((paper >= DENSE_PAPER and inky) or bright >= DENSE_BRIGHT)
+    return page, dense
 
 
 def dense_page(close: np.ndarray) -> bool:
     """Whether ``close`` (a :func:`maybe_dense_page` image at its close size) is a page:
     see :data:`CLOSE_PAPER_SHARE`."""
-    paper, ink = _paper_and_ink(close)
+    paper, ink, _ = _paper_and_ink(close)
     return paper >= CLOSE_PAPER_SHARE and ink >= INK_SHARE
 
 

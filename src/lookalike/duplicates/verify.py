@@ -319,8 +319,10 @@ def prepare(rgb: Any) -> Look:
         close = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
         if not dense_page(close):
             return look
-    colour = _colour(rgb, grey.shape)
-    if colour is None or one_paper(look.grey, colour):
+    # A dense page's paper is asked where it shows: at its close size.
+    seen = look.grey if close is None else close
+    colour = _colour(rgb, seen.shape)
+    if colour is None or one_paper(seen, colour):
         look.page = (
             close if close is not None else _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
         )
