@@ -392,3 +392,24 @@ def test_version_digest_covers_properties_defaults_and_tables():
     assert _module_digest(make("self.s > 0.99", True, {2: 1})) != base
     assert _module_digest(make("self.s >= 0.6", False, {2: 1})) != base
     assert _module_digest(make("self.s >= 0.6", True, {2: 3})) != base
+
+
+# Ninth pass of #19: a verdict's `text_differs` (two pages read apart) decides whether a
+# third image may join them; remembered without it, a later run would join two distinct
+# pages that the first run kept apart.
+def test_a_remembered_verdict_keeps_what_it_read(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"a" * 100)
+    b.write_bytes(b"b" * 100)
+    memory = Remembered.open(tmp_path)
+    assert memory is not None
+    keys = memory.keys(str(a), str(b))
+    told = Verdict(False, 0.95, 1.0, 0, False, "framing", 0.01, 7.5, text_differs=True)
+    memory.put(keys, told, str(a), str(b))
+    memory.close()
+    again = Remembered.open(tmp_path)
+    assert again is not None
+    found = again.get(again.keys(str(a), str(b)))
+    again.close()
+    assert found is not None and found.remembered
+    assert found == told and found.text_differs and found.glyphs == 7.5

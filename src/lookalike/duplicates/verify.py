@@ -173,9 +173,6 @@ class Look:
             the two images alone.
         coloured: laid out like a page, but on fields of several colours, not one paper (a
             logo, :func:`~lookalike.duplicates.pages.one_paper`): never judged as a page.
-        dense: not a page at :data:`SIDE` pixels, but perhaps a dense one
-            (:func:`~lookalike.duplicates.pages.maybe_dense_page`): asked again at its
-            close size, and decoded again for it when it was decoded smaller.
         read_as: the file's identity when these pixels were read (set by a
             :class:`Verifier` that remembers verdicts; ``None``: unknown, or the file
             changed while it was read).
@@ -189,7 +186,6 @@ class Look:
     shape: tuple[int, int] = (0, 0)
     order: bytes = b""
     coloured: bool = False
-    dense: bool = False
     read_as: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -312,10 +308,12 @@ def prepare(rgb: Any) -> Look:
     order.update(grey.tobytes())
     look = Look(grey, max(arr.shape[:2]), order=order.digest())
     close: np.ndarray | None = None
-    page, look.dense = page_or_dense(look.grey)
+    page, dense = page_or_dense(look.grey)
     if not page:
-        if not look.dense:
+        if not dense:
             return look
+        # Asked at its close size as decoded (JPEG drafts of sheets up to 4,000 px wide
+        # were pages already; decoding again would cost every bright photo).
         close = _resize_to(arr, min(PAGE_SIDE, max(arr.shape[:2])))
         if not dense_page(close):
             return look
@@ -346,10 +344,7 @@ def look_at_file(path: str | bytes, limits: Any = None) -> Look | None:
         # (decoding a 6000x8000 page twice cost 1 s and 200 MB more). The decoder says
         # so: reading the size from the header here, outside its limits, let Pillow's
         # own pixel limit raise on a 179 MP page the index had accepted (review, #19).
-        # (So is an image that may be a dense page: its blank cells show at the close
-        # size, pages.maybe_dense_page.)
-        reduced = first.info.get(REDUCED) and max(first.size) < PAGE_SIDE
-        if (look.page is not None or (look.dense and not look.coloured)) and reduced:
+        if look.page is not None and first.info.get(REDUCED) and max(first.size) < PAGE_SIDE:
             look = prepare(open_rgb(data, limits=limits, draft_to=(PAGE_SIDE, PAGE_SIDE)))
         return look.settle()
     except (DecodeFailure, OSError, ValueError):
