@@ -143,13 +143,18 @@ def test_a_file_changed_in_place_is_looked_at_again_even_with_its_size_and_time_
     }
 
 
-def test_a_verdict_is_not_remembered_when_a_file_changed_while_it_was_looked_at(tmp_path):
+def two_files(tmp_path: Path) -> tuple[Path, Path, Remembered, tuple[bytes, bytes] | None]:
+    """Two small files, verdicts remembered beside them, and the pair's keys."""
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     a.write_bytes(b"a" * 100)
     b.write_bytes(b"b" * 100)
     memory = Remembered.open(tmp_path)
     assert memory is not None
-    keys = memory.keys(str(a), str(b))
+    return a, b, memory, memory.keys(str(a), str(b))
+
+
+def test_a_verdict_is_not_remembered_when_a_file_changed_while_it_was_looked_at(tmp_path):
+    a, b, memory, keys = two_files(tmp_path)
     assert keys is not None and memory.keys(str(b), str(a)) == keys  # either order
     with open(b, "ab") as f:  # changed during the look
         f.write(b"more")
@@ -398,12 +403,8 @@ def test_version_digest_covers_properties_defaults_and_tables():
 # third image may join them; remembered without it, a later run would join two distinct
 # pages that the first run kept apart.
 def test_a_remembered_verdict_keeps_what_it_read(tmp_path):
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    a.write_bytes(b"a" * 100)
-    b.write_bytes(b"b" * 100)
-    memory = Remembered.open(tmp_path)
-    assert memory is not None
-    keys = memory.keys(str(a), str(b))
+    a, b, memory, keys = two_files(tmp_path)
+    assert keys is not None
     told = Verdict(False, 0.95, 1.0, 0, False, "framing", 0.01, 7.5, text_differs=True)
     memory.put(keys, told, str(a), str(b))
     memory.close()
