@@ -11,8 +11,9 @@ each with two copies), ``products`` (30 objects on one wooden table, 3 with two 
 ``copies`` (21 sample photos x 13 edited copies, 5 of them two edits in a row), ``forms``
 (30 forms of one template, 4 of 15 fields filled in differently, 3 scanned again and
 re-saved: the review's case, which the second look gets wrong), ``sheets``,
-``sheets-sparse`` and ``sheets-wide`` (12 screenshots of spreadsheets of one template,
-other figures in every cell, 3 of them shared again at 60% as JPEG 50 and cropped). Each set
+``sheets-sparse``, ``sheets-wide``, ``sheets-fine`` and ``sheets-large`` (12 screenshots
+of spreadsheets of one template, other figures in every cell, 3 of them shared again at
+60% as JPEG 50 and cropped). Each set
 is indexed with the trained EfficientNet-Lite0 (``tf_efficientnet_lite0``, the
 ``offline`` extra's weights, average pooling: the default), calibrated as on a first run,
 and searched with the defaults; then with ``verify=False``. Pair precision and recall are
@@ -118,7 +119,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", help="work folder (kept; reruns reuse its sets and indexes)")
     ap.add_argument(
-        "--sets", default="letters,tiles,products,copies,forms,sheets,sheets-sparse,sheets-wide"
+        "--sets",
+        default="letters,tiles,products,copies,forms,sheets,sheets-sparse,sheets-wide,"
+        "sheets-fine,sheets-large",
     )
     ap.add_argument("--pool", default="avg")
     args = ap.parse_args()

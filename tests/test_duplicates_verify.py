@@ -1088,7 +1088,9 @@ def _shared(im: Image.Image) -> Image.Image:
 # (Review of #19, helper-29: banded rows - at the comparison's 384 px no tile is blank
 # paper, and two pages with no paper there were compared as photos: copies; a 2,560-px
 # screenshot - no blank tile at 512 px either, and its paper's colour was asked there.)
-@pytest.mark.parametrize("layout", ["sparse", "dense", "banded", "large"])
+# (Tenth pass: "fine", 16-px rows on 1,920 px - 1.3% of its tiles blank at 512 px, 5% at
+# 1,024: no page at either size, and two of them were copies; pages.BLANK_LINES.)
+@pytest.mark.parametrize("layout", ["sparse", "dense", "banded", "large", "fine"])
 def test_spreadsheets_of_one_template_are_read_as_pages(layout):
     from lookalike.duplicates.verify import look_at_file
 
@@ -1114,6 +1116,27 @@ def test_spreadsheets_of_one_template_are_read_as_pages(layout):
         assert found is not None and found.page is not None
     finally:
         os.unlink(path)
+
+
+# A washed-out texture (grass, gravel: overexposed, under haze) is bright and inked all
+# over like a dense sheet at its close size, with fewer blank tiles than a page needs; it
+# has no blank pixel row, where a sheet's lines of text and rules leave 12-38% of them
+# (pages.BLANK_LINES). Without that bar these seven became pages (tenth pass of #19).
+@pytest.mark.parametrize(
+    "name,how",
+    [("grass", "exp2.0"), ("grass", "exp2.5"), ("grass", "gamma"), ("grass", "haze"),
+     ("gravel", "exp2.0"), ("gravel", "gamma"), ("gravel", "haze")],
+)  # fmt: skip
+def test_a_washed_out_texture_is_not_a_dense_page(name, how):
+    from lookalike.duplicates.pages import maybe_dense_page
+    from lookalike.duplicates.verify import SIDE, _grey, _resize_to
+
+    a = np.asarray(load_originals()[name].convert("RGB")).astype(np.float32)
+    edited = {"exp2.0": a * 2.0, "exp2.5": a * 2.5, "gamma": 255 * (a / 255) ** 0.4,
+              "haze": a * 0.35 + 160}[how]  # fmt: skip
+    img = np.ascontiguousarray(np.clip(edited, 0, 255).astype(np.uint8))
+    assert maybe_dense_page(_resize_to(_grey(img), SIDE))  # it is asked at its close size
+    assert prepare(img).page is None
 
 
 def test_photos_and_textures_are_not_taken_for_dense_pages(photos):
@@ -1165,7 +1188,15 @@ def test_a_third_too_soft_to_read_does_not_join_two_pages_told_apart(tmp_path):
 # own size (the grid's period landed a line in nearly every tile: 2-10% of them blank),
 # so it was compared as a photo and was a copy of every sheet of the template (a whole
 # run: precision 0.21, claimed 1.00). A page needs 10% of its tiles blank now, not 25%.
-@pytest.mark.parametrize("layout,width", [("wide", 640), ("wide", 800), ("dense", 480)])
+# (Second review of the ninth pass, helper-29: a thumbnail of a banded 2,560-px sheet at
+# 360-800 px has no blank tile at 512 px nor at its own size, and a 1,920-px sheet with
+# 16-px rows none to speak of at 1,024: both were photos, copies of every other sheet.
+# Tenth pass: pages, pages.BLANK_LINES.)
+@pytest.mark.parametrize(
+    "layout,width",
+    [("wide", 640), ("wide", 800), ("dense", 480), ("large", 480), ("large", 720),
+     ("fine", 900), ("fine", 1280)],
+)  # fmt: skip
 def test_a_mid_size_copy_of_a_sheet_is_not_a_copy_of_another_sheet(layout, width):
     one, other = lookalikes.sheet("s:1", layout), lookalikes.sheet("s:2", layout)
     size = (width, round(one.height * width / one.width))

@@ -96,9 +96,17 @@ def _paper_and_ink(grey: np.ndarray) -> tuple[float, float, float]:
     paper = flat & (mean >= PAPER)
     textured = ~flat
     bright = float((mean >= PAPER).mean())
-    if not paper.any() or not textured.any():
+    if not textured.any():
         return float(paper.mean()), 0.0, bright
-    level = float(np.median(mean[paper]))
+    if paper.any():
+        level = float(np.median(mean[paper]))
+    else:
+        # No blank tile at this size (a banded sheet's thumbnail: a line or a figure in
+        # every tile): the paper is the commonest paper-bright grey level.
+        counts = np.bincount(grey.ravel(), minlength=256)[int(PAPER) :]
+        if not counts.any():
+            return 0.0, 0.0, bright
+        level = PAPER + float(np.argmax(counts))
     ink = textured & (mean + spread >= level - 30)
     return float(paper.mean()), float(ink.sum() / textured.sum()), bright
 
@@ -118,12 +126,26 @@ def looks_like_page(grey: np.ndarray) -> bool:
 #: #19). A page needs :data:`PAPER_SHARE` blank now; an image under it, all its texture
 #: ink on paper (:func:`maybe_dense_page`, at least :data:`DENSE_PAPER` of it blank), is
 #: asked again at its close size (its own, up to :data:`PAGE_SIDE`): a page when at least
-#: :data:`CLOSE_PAPER_SHARE` of its tiles are blank there. The 21 sample photos never are:
+#: :data:`CLOSE_PAPER_SHARE` of its tiles are blank there (or see :data:`BLANK_LINES`).
+#: The 21 sample photos never are:
 #: ink is 0.0-0.73 of their texture at either size.
 DENSE_PAPER = 0.02
 CLOSE_PAPER_SHARE = 0.10
 #: ... or with its tiles this bright on average, blank or not (see :func:`page_or_dense`).
 DENSE_BRIGHT = 0.8
+#: At its close size, a dense page with fewer blank tiles than :data:`CLOSE_PAPER_SHARE`
+#: (the grid's period lands a line in every tile: a 1,920-px sheet with 16-px rows, 5%
+#: of them blank at 1,024 px; a banded sheet's 480-px thumbnail, none) is a page still
+#: when its tiles are :data:`DENSE_BRIGHT` paper-bright, its texture ink on paper, and
+#: at least :data:`BLANK_LINES` of its pixel rows (or columns) blank paper: the gaps
+#: between lines of text, between a grid's rules (0.12-0.38 on the sheets of #19's
+#: tenth pass). A washed-out texture, bright and inked all over (grass or gravel
+#: overexposed, hazy: review of #19), has none: 0.00. A row is blank with
+#: :data:`BLANK_LINE` of its pixels within :data:`LINE_GREY` of the paper's grey (a
+#: banded row's light grey counts as paper).
+BLANK_LINES = 0.05
+BLANK_LINE = 0.9
+LINE_GREY = 16
 
 
 def maybe_dense_page(grey: np.ndarray) -> bool:
@@ -149,9 +171,26 @@ def page_or_dense(grey: np.ndarray) -> tuple[bool, bool]:
 
 def dense_page(close: np.ndarray) -> bool:
     """Whether ``close`` (a :func:`maybe_dense_page` image at its close size) is a page:
-    see :data:`CLOSE_PAPER_SHARE`."""
-    paper, ink, _ = _paper_and_ink(close)
-    return paper >= CLOSE_PAPER_SHARE and ink >= INK_SHARE
+    see :data:`CLOSE_PAPER_SHARE` and :data:`BLANK_LINES`."""
+    paper, ink, bright = _paper_and_ink(close)
+    if ink < INK_SHARE:
+        return False
+    return paper >= CLOSE_PAPER_SHARE or (
+        bright >= DENSE_BRIGHT and _blank_lines(close) >= BLANK_LINES
+    )
+
+
+def _blank_lines(grey: np.ndarray) -> float:
+    """The share of ``grey``'s pixel rows, or of its columns if more, that are blank paper
+    (:data:`BLANK_LINE` of their pixels within :data:`LINE_GREY` of the commonest
+    paper-bright grey level)."""
+    counts = np.bincount(grey.ravel(), minlength=256)[int(PAPER) :]
+    if not counts.any():
+        return 0.0
+    level = int(PAPER) + int(np.argmax(counts))
+    near = np.abs(grey.astype(np.int16) - level) <= LINE_GREY
+    rows = float((near.mean(axis=1) >= BLANK_LINE).mean())
+    return max(rows, float((near.mean(axis=0) >= BLANK_LINE).mean()))
 
 
 def one_paper(grey: np.ndarray, rgb: np.ndarray) -> bool:
@@ -159,6 +198,8 @@ def one_paper(grey: np.ndarray, rgb: np.ndarray) -> bool:
     in ``rgb`` (the same image, ``(h, w, 3)`` uint8): see :data:`PAPER_COLOURS`."""
     t = _tiles(grey.astype(np.float32))
     paper = (t.std(axis=1) < FLAT) & (t.mean(axis=1) >= PAPER)
+    if not paper.any():
+        paper = t.mean(axis=1) >= PAPER  # a dense page with no blank tile: its bright ones
     if not paper.any():
         return False
     colour = np.stack([_tiles(rgb[..., c].astype(np.float32)).mean(axis=1) for c in range(3)])
