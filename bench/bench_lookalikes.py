@@ -13,7 +13,8 @@ each with two copies), ``products`` (30 objects on one wooden table, 3 with two 
 re-saved: the review's case, which the second look gets wrong), ``sheets``,
 ``sheets-sparse``, ``sheets-wide``, ``sheets-fine`` and ``sheets-large`` (12 screenshots
 of spreadsheets of one template, other figures in every cell, 3 of them shared again at
-60% as JPEG 50 and cropped). Each set
+60% as JPEG 50 and cropped), ``slides`` and ``mail`` (10 slides, 10 screenshots of a
+mail client's inbox, each of one template, 3 shared again the same way). Each set
 is indexed with the trained EfficientNet-Lite0 (``tf_efficientnet_lite0``, the
 ``offline`` extra's weights, average pooling: the default), calibrated as on a first run,
 and searched with the defaults; then with ``verify=False``. Pair precision and recall are
@@ -121,7 +122,7 @@ def main() -> None:
     ap.add_argument(
         "--sets",
         default="letters,tiles,products,copies,forms,sheets,sheets-sparse,sheets-wide,"
-        "sheets-fine,sheets-large",
+        "sheets-fine,sheets-large,slides,mail",
     )
     ap.add_argument("--pool", default="avg")
     args = ap.parse_args()

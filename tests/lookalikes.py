@@ -454,27 +454,92 @@ def sheet(seed: int | str, layout: str = "sparse", changed: int | None = None) -
     return im
 
 
+def _shared_again(out: LabelledSet, stem: str, im: Image.Image, rng: random.Random) -> None:
+    """Two copies of a screenshot as people share it: re-saved at 60% of the size as JPEG
+    50, and cropped by a few pixels at each side (the window's frame) as JPEG 80."""
+    w, h = im.size
+    small = im.resize((w * 3 // 5, h * 3 // 5), Image.Resampling.LANCZOS)
+    out.add(f"{stem}_shared", _jpeg(small, 50), stem)
+    box = (rng.randint(2, 12), rng.randint(2, 12), w - rng.randint(2, 12), h - rng.randint(2, 12))
+    out.add(f"{stem}_crop", _jpeg(im.crop(box), 80), stem)
+
+
 def sheets(n: int = 12, copies: int = 3, layout: str = "sparse", seed: int = 0) -> LabelledSet:
     """``n`` screenshots of spreadsheets of one template (:func:`sheet`), every number its
-    own; ``copies`` of them shared again: re-saved at 60% of the size as JPEG 50, and
-    cropped by a few pixels at each side (the window's frame) as JPEG 80."""
+    own; ``copies`` of them shared again (:func:`_shared_again`)."""
     out = LabelledSet(f"sheets-{layout}")
     for k in range(n):
         stem = f"sheet{k:03d}"
         im = sheet(f"{seed}:{k}", layout)
         out.add(stem, im)
         if k < copies:
-            w, h = im.size
-            small = im.resize((w * 3 // 5, h * 3 // 5), Image.Resampling.LANCZOS)
-            out.add(f"{stem}_shared", _jpeg(small, 50), stem)
-            rng = random.Random(f"{seed}:sheet-crop:{k}")
-            box = (
-                rng.randint(2, 12),
-                rng.randint(2, 12),
-                w - rng.randint(2, 12),
-                h - rng.randint(2, 12),
-            )
-            out.add(f"{stem}_crop", _jpeg(im.crop(box), 80), stem)
+            _shared_again(out, stem, im, random.Random(f"{seed}:sheet-crop:{k}"))
+    return out
+
+
+def slide(seed: int | str, number: int = 2) -> Image.Image:
+    """A 1,280x720 slide of one template (a dark title band, a footer band, 4-6 bullet
+    lines of words drawn from ``seed``, page ``number``; review of #19's ninth pass)."""
+    rng = random.Random(f"slide:{seed}")
+    im = Image.new("RGB", (1280, 720), "white")
+    d = ImageDraw.Draw(im)
+    d.rectangle((0, 0, 1280, 110), fill=(31, 56, 100))
+    d.rectangle((0, 690, 1280, 720), fill=(31, 56, 100))
+    title = " ".join(rng.choice(_WORDS).title() for _ in range(3))
+    d.text((50, 30), title, font=_font("DejaVuSans-Bold.ttf", 40), fill="white")
+    body = _font("DejaVuSans.ttf", 28)
+    for i in range(rng.randint(4, 6)):
+        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 8)))
+        d.text((80, 160 + 80 * i), "\u2022 " + words, font=body, fill=(30, 30, 30))
+    d.text((1180, 695), str(number), font=_font("DejaVuSans.ttf", 18), fill="white")
+    return im
+
+
+def mail_screen(seed: int | str) -> Image.Image:
+    """A 1,440x900 screenshot of a mail client's inbox (a toolbar, folders, 22 messages:
+    sender, subject words and time drawn from ``seed``; review of #19's ninth pass)."""
+    rng = random.Random(f"screen:{seed}")
+    im = Image.new("RGB", (1440, 900), "white")
+    d = ImageDraw.Draw(im)
+    d.rectangle((0, 0, 1440, 40), fill=(235, 235, 235))
+    d.rectangle((0, 40, 260, 900), fill=(246, 246, 246))
+    f, bold = _font("DejaVuSans.ttf", 15), _font("DejaVuSans-Bold.ttf", 15)
+    for i, w in enumerate(["Inbox", "Starred", "Sent", "Drafts", "Archive", "Spam", "Trash"]):
+        d.text((30, 70 + 32 * i), w, font=f, fill=(60, 60, 60))
+    for i in range(22):
+        y = 60 + 38 * i
+        sender = rng.choice(_WORDS).title() + " " + rng.choice(_WORDS).title()
+        d.text((290, y), sender, font=bold, fill=0)
+        subject = " ".join(rng.choice(_WORDS) for _ in range(9))
+        d.text((520, y), subject, font=f, fill=(90, 90, 90))
+        d.text((1340, y), f"{rng.randint(1, 12)}:{rng.randint(10, 59)}", font=f, fill=(90, 90, 90))
+        d.line((280, y + 30, 1440, y + 30), fill=(225, 225, 225))
+    return im
+
+
+def mail_screens(n: int = 10, copies: int = 3, seed: int = 0) -> LabelledSet:
+    """``n`` screenshots of one mail client (:func:`mail_screen`), ``copies`` of them
+    shared again (:func:`_shared_again`)."""
+    out = LabelledSet("mail")
+    for k in range(n):
+        stem, key = f"screen{k:02d}", k + 1000 * seed  # seed 0: the review's set
+        im = mail_screen(key)
+        out.add(stem, im)
+        if k < copies:
+            _shared_again(out, stem, im, random.Random(f"crop:{key}"))
+    return out
+
+
+def slides(n: int = 10, copies: int = 3, seed: int = 0) -> LabelledSet:
+    """``n`` slides of one template (:func:`slide`), ``copies`` of them shared again
+    (:func:`_shared_again`)."""
+    out = LabelledSet("slides")
+    for k in range(n):
+        stem, key = f"slide{k:02d}", k + 1000 * seed  # seed 0: the review's set
+        im = slide(key, number=k + 2)
+        out.add(stem, im)
+        if k < copies:
+            _shared_again(out, stem, im, random.Random(f"crop:{key}"))
     return out
 
 
@@ -566,4 +631,8 @@ SETS: dict[str, Callable[[], LabelledSet]] = {
     # Tenth pass: 16-px rows on 1,920 px (figures 11 px), and banded rows on 2,560 px.
     "sheets-fine": lambda: sheets(n=12, copies=3, layout="fine"),
     "sheets-large": lambda: sheets(n=12, copies=3, layout="large"),
+    # Slides and mail screenshots of one template (review of the ninth pass): told apart
+    # already; their shared copies were seldom found (the calibration, tenth pass).
+    "slides": lambda: slides(n=10, copies=3),
+    "mail": lambda: mail_screens(n=10, copies=3),
 }
