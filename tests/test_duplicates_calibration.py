@@ -416,37 +416,3 @@ def test_calibration_on_spreadsheets_of_one_template_claims_what_it_measures(
 def test_calibration_on_fine_spreadsheets_claims_what_it_measures(tmp_path, lite0_weights):
     truth, found = _claimed_is_measured(tmp_path, lite0_weights, "sheets-fine")
     assert found == truth, (found - truth, truth - found)
-
-
-# Tenth pass of #19: slides of one template. The calibration's own edits of a page are
-# seldom confirmed (a page is read strictly), so its estimate rested on a few labelled
-# copies, and two of them agreed in only 62-66% of their tiles at the usual size (a
-# page's re-save: its tiles there only let it be read; the close look confirmed them to
-# the glyph): counted as close calls at cosine 0.994, they kept the threshold over the
-# copies (0.988-0.996), recall 0.44. A page's close call is its glyphs now, and the
-# threshold is the lowest that meets the target.
-def test_calibration_on_slides_of_one_template_finds_their_copies(tmp_path, lite0_weights):
-    truth, found = _claimed_is_measured(tmp_path, lite0_weights, "slides")
-    assert found == truth, (found - truth, truth - found)
-
-
-def test_a_close_call_among_the_top_cosines_does_not_hold_the_threshold_over_the_copies():
-    # Slides of one template: each sample's edited copies at 0.80-0.99, all confirmed;
-    # its 12 nearest images look-alikes at 0.95-0.99, turned down, but for two copies of
-    # it (0.955, 0.96); two samples' nearest is a real copy at 0.994 that the second look
-    # confirmed only just (a close call: half an error). Few edits score that high, so
-    # the estimate misses the target from 0.994 to about 0.9 and meets it lower: the
-    # threshold goes there, not over 0.994 (where it found 0 copies of 40).
-    rng = np.random.default_rng(4)
-    samples = []
-    for k in range(20):
-        s = sample(rng.uniform(0.80, 0.99, 7), np.sort(rng.uniform(0.95, 0.99, 12))[::-1])
-        s.confirmed = dict.fromkeys(s.positives, True)
-        s.labels = np.zeros(12, dtype=np.int8)
-        s.uncertain = np.zeros(12, dtype=bool)
-        s.negatives[-2:], s.labels[-2:] = (0.96, 0.955), 1
-        if k < 2:
-            s.negatives[0], s.labels[0], s.uncertain[0] = 0.994, 1, True
-        samples.append(s)
-    t, precision, recall = choose_verified(samples, 0.95, images=40)
-    assert t < 0.95 and precision >= 0.95 and recall >= 0.5, (t, precision, recall)

@@ -11,8 +11,7 @@ turns down is not found, whatever its cosine) and labels the sample's
 :data:`LABELLED` nearest indexed images (from cosine :data:`FLOOR`) as copies or
 look-alikes. :func:`choose_verified` then picks the cosine from which pairs are looked
 at: the precision of "cosine at least ``t`` and confirmed" counts as errors the labelled
-copies the second look was least sure of (:data:`UNCERTAIN`; two pages read to the glyph:
-:data:`GLYPH_UNCERTAIN`); the threshold is the lowest that meets the target, goes as
+copies the second look was least sure of (:data:`UNCERTAIN`), and the threshold goes as
 low as finds more copies (one point of recall margin, as below), lower still while the
 looks at pairs that are not copies stay cheap (:data:`CHEAP_LOOKS`, or
 :data:`CHEAP_PER_IMAGE` of the images: copies people make, such as a watermark across the
@@ -75,15 +74,8 @@ _NEIGHBOURS = 64
 LABELLED = 12
 #: Lowest cosine worth a second look (the lowest candidate threshold calibration picks).
 FLOOR = 0.30
-#: A labelled copy whose agreement is below the bar plus this counts as an error ...
+#: A labelled copy whose agreement is below the bar plus this counts as an error.
 UNCERTAIN = 0.05
-#: ... or, two pages read to the glyph, whose most different glyph is this close to the bar
-#: (:data:`~lookalike.duplicates.pages.GLYPH_RATIO`, 2.0): the one distinct page measured
-#: under it stood at 1.93 (an invoice with another date and quantity against a small
-#: re-save, #19); the labelled copies of the tenth pass's slides, mail screenshots and
-#: banded sheets at 1.28-1.81 (a band of 0.2 took a banded sheet's copy at 1.805 for a
-#: close call, and the calibration of that set kept its threshold over every copy).
-GLYPH_UNCERTAIN = 0.1
 #: The second look's budget a calibration plans for: pairs that are not copies (each
 #: costs tens of milliseconds), at most this many per image or :data:`MIN_LOOKS` in all.
 LOOKS_PER_IMAGE = 1.0
@@ -213,27 +205,12 @@ def choose_verified(
     with np.errstate(invalid="ignore", divide="ignore"):
         true = pairs_per_image * found
         precision = np.where(true + false > 0, true / (true + false), 1.0)
-    # The lowest threshold whose precision meets the target (not "from which it stays
-    # there": with few of the edits confirmed - pages, read strictly - one close call
-    # among the top cosines, a real copy, kept the threshold over every other copy: slides
-    # of one template at 0.994, their copies at 0.988-0.996, recall 0.44, #19 tenth pass);
-    # every move below stays on thresholds that meet it.
-    good = precision >= target
-    lowest = index = int(np.argmax(good)) if good.any() else len(_GRID) - 1
-
-    def meeting(at: int) -> int:  # the first threshold from ``at`` up that meets the target
-        above = np.flatnonzero(good[at:])
-        return at + int(above[0]) if len(above) else len(_GRID) - 1
-
+    bad = np.flatnonzero(precision < target)
+    lowest = index = min(int(bad[-1]) + 1 if len(bad) else 0, len(_GRID) - 1)
     # As high as costs at most one point of recall over every copy: fewer pairs to look
     # at, nearly free where the copies' cosines leave a gap.
     keep = reach[index] - 0.01 * len(samples)
-    while (
-        index + 1 < len(_GRID)
-        and reach[index + 1] >= keep
-        and found[index + 1] > 0
-        and good[index + 1]
-    ):
+    while index + 1 < len(_GRID) and reach[index + 1] >= keep and found[index + 1] > 0:
         index += 1
     if images:  # the cost: each pair that is not a copy is met from both of its ends
         looks = images * others / len(samples) / 2.0
@@ -242,10 +219,10 @@ def choose_verified(
         # the threshold is never looked at: while the looks stay cheap, go lower.
         cheap = np.flatnonzero(looks <= max(CHEAP_LOOKS, CHEAP_PER_IMAGE * images))
         if len(cheap):
-            index = meeting(min(index, max(lowest, int(cheap[0]))))
+            index = min(index, max(lowest, int(cheap[0])))
         within = np.flatnonzero(looks <= look_budget(images))
         if len(within):
-            index = meeting(max(index, int(within[0])))
+            index = max(index, int(within[0]))
     recall = min(1.0, float(found[index] / len(samples)))
     return float(_GRID[index]), min(1.0, float(precision[index])), recall
 
@@ -428,7 +405,6 @@ def _label(
     """The second look's labels of one sample's nearest indexed images: 1 a copy, 0 a
     look-alike, -1 not looked at (beyond :data:`LABELLED`, below :data:`FLOOR`, or
     unreadable); and which copies were close calls."""
-    from .pages import GLYPH_RATIO
     from .verify import MIN_AGREE
 
     labels = np.full(len(scores), -1, dtype=np.int8)
@@ -440,11 +416,5 @@ def _label(
         if verdict.copy is None:
             continue
         labels[k] = int(verdict.copy)
-        if verdict.glyphs is not None:
-            # Two pages read closely, to the glyph: that is where a close call shows (their
-            # tiles at the usual size only let them be read; a page's re-save or crop
-            # agrees there at 0.62-0.9 and is no closer a call for it).
-            uncertain[k] = bool(verdict.copy) and verdict.glyphs > GLYPH_RATIO - GLYPH_UNCERTAIN
-        else:
-            uncertain[k] = bool(verdict.copy) and verdict.agree < MIN_AGREE + UNCERTAIN
+        uncertain[k] = bool(verdict.copy) and verdict.agree < MIN_AGREE + UNCERTAIN
     return labels, uncertain
