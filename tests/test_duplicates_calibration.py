@@ -332,7 +332,6 @@ def _claimed_is_measured(tmp_path, weights, kind, seed=0):
             "invoices": lambda: lookalikes.invoices(n=12, copies=2, seed=seed),
             "sheets": lambda: lookalikes.sheets(n=10, copies=3, layout="dense", seed=seed),
             "sheets-fine": lambda: lookalikes.sheets(n=8, copies=3, layout="fine", seed=seed),
-            "slides": lambda: lookalikes.slides(n=10, copies=3, seed=seed),
             }[kind]()  # fmt: skip
     stem_of = {str(p): stem for stem, p in data.write(tmp_path / kind).items()}
     truth = data.true_pairs()

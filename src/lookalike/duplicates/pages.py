@@ -102,11 +102,11 @@ def _paper_and_ink(grey: np.ndarray) -> tuple[float, float, float]:
         level = float(np.median(mean[paper]))
     else:
         # No blank tile at this size (a banded sheet's thumbnail: a line or a figure in
-        # every tile): the paper is the commonest paper-bright grey level.
-        counts = np.bincount(grey.ravel(), minlength=256)[int(PAPER) :]
-        if not counts.any():
+        # every tile): the paper is its commonest paper-bright grey.
+        commonest = _paper_grey(grey)
+        if commonest is None:
             return 0.0, 0.0, bright
-        level = PAPER + float(np.argmax(counts))
+        level = float(commonest)
     ink = textured & (mean + spread >= level - 30)
     return float(paper.mean()), float(ink.sum() / textured.sum()), bright
 
@@ -180,14 +180,19 @@ def dense_page(close: np.ndarray) -> bool:
     )
 
 
+def _paper_grey(grey: np.ndarray) -> int | None:
+    """The commonest grey level of ``grey`` (uint8) at :data:`PAPER` or brighter; ``None``
+    when no pixel is that bright."""
+    counts = np.bincount(grey.ravel(), minlength=256)[int(PAPER) :]
+    return int(PAPER) + int(np.argmax(counts)) if counts.any() else None
+
+
 def _blank_lines(grey: np.ndarray) -> float:
     """The share of ``grey``'s pixel rows, or of its columns if more, that are blank paper
-    (:data:`BLANK_LINE` of their pixels within :data:`LINE_GREY` of the commonest
-    paper-bright grey level)."""
-    counts = np.bincount(grey.ravel(), minlength=256)[int(PAPER) :]
-    if not counts.any():
+    (:data:`BLANK_LINE` of their pixels within :data:`LINE_GREY` of :func:`_paper_grey`)."""
+    level = _paper_grey(grey)
+    if level is None:
         return 0.0
-    level = int(PAPER) + int(np.argmax(counts))
     near = np.abs(grey.astype(np.int16) - level) <= LINE_GREY
     rows = float((near.mean(axis=1) >= BLANK_LINE).mean())
     return max(rows, float((near.mean(axis=0) >= BLANK_LINE).mean()))
